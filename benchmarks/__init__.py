@@ -1,0 +1,1 @@
+"""Latency and quality benchmarks (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""PyTorch-level compression: structured pruning and distillation (not yet implemented)."""

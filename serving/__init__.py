@@ -1,0 +1,1 @@
+"""Triton model repository, runtime and client (not yet implemented)."""

@@ -1,0 +1,153 @@
+"""The run configuration: one TOML file, parsed once into typed, frozen objects and validated
+before any work starts. Stages receive their own section, never the raw dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tomli_w
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator
+
+from .errors import StylepressError
+
+BUILTIN_STYLES = ("sketch", "watercolor", "oil", "cartoon")
+
+# TOML already types its values: refuse "10" for a number and true for an integer.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths resolve against the config file's folder."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base", Path.cwd())
+    return (base / value.expanduser()).resolve()
+
+
+class DataConfig(_Section):
+    photos: Path
+    val_photos: Path | None = None
+    styles: tuple[Str, ...] = Field(("sketch",), min_length=1, max_length=16)
+    resolution: Int = Field(256, ge=32, le=4096, multiple_of=4)
+    min_size: Int = Field(64, ge=8)  # photos with a shorter side are skipped with a warning
+
+    _resolve_paths = field_validator("photos", "val_photos")(_resolve)
+
+    @field_validator("photos", "val_photos")
+    @classmethod
+    def _is_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"folder not found: {value}")
+        return value
+
+    @field_validator("styles")
+    @classmethod
+    def _known_styles(cls, styles: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        resolved = []
+        for style in styles:
+            if style in BUILTIN_STYLES:
+                resolved.append(style)
+                continue
+            folder = _resolve(Path(style), info)
+            if not folder.is_dir():
+                raise ValueError(
+                    f"{style!r} is neither a built-in style ({', '.join(BUILTIN_STYLES)}) nor a folder"
+                )
+            resolved.append(str(folder))
+        if len(set(resolved)) != len(resolved):
+            raise ValueError("a style is listed twice")
+        return tuple(resolved)
+
+
+class ModelConfig(_Section):
+    arch: Literal["resnet"] = "resnet"
+    ngf: Int = Field(64, ge=1, le=1024)
+    n_blocks: Int = Field(9, ge=0, le=64)
+    norm: Literal["instance", "batch", "none"] = "instance"
+    # PatchGAN discriminator
+    ndf: Int = Field(64, ge=1, le=1024)
+    d_layers: Int = Field(3, ge=1, le=6)
+    d_spectral_norm: Bool = False
+
+
+class TrainConfig(_Section):
+    steps: Int = Field(2000, ge=1)
+    batch_size: Int = Field(4, ge=1, le=1024)
+    crop: Int = Field(0, ge=0, multiple_of=4)  # training crop size; 0 = data.resolution
+    lr: Float = Field(2e-4, gt=0, le=1.0)
+    beta1: Float = Field(0.5, ge=0, lt=1)
+    beta2: Float = Field(0.999, ge=0, lt=1)
+    lambda_style: Float = Field(10.0, ge=0)
+    lambda_content: Float = Field(1.0, ge=0)
+    lambda_adv: Float = Field(1.0, ge=0)
+    gram_weight: Float = Field(1.0, ge=0)  # weight of the Gram term inside L_style
+    gan_loss: Literal["lsgan", "hinge"] = "lsgan"
+    decay_from: Float = Field(0.5, ge=0, le=1)  # linear LR decay to 0 over the last half of steps
+    ema_decay: Float = Field(0.999, ge=0, lt=1)
+    val_every: Int = Field(200, ge=1)
+    val_images: Int = Field(0, ge=0)  # cap on val photos used per validation; 0 = all
+    checkpoint_every: Int = Field(200, ge=1)
+    patience: Int = Field(10, ge=0)  # validations without improvement before stopping; 0 = never
+    log_every: Int = Field(10, ge=1)
+    amp: Bool = True  # mixed precision on CUDA; ignored on CPU
+    device: Str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class Config(_Section):
+    name: Str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seed: Int = Field(0, ge=0)
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def crop(self) -> int:
+        return self.train.crop or self.data.resolution
+
+
+def parse_config(raw: dict, base: Path, source: str) -> Config:
+    """Validate a TOML dict; raise StylepressError with one line naming the file and key."""
+    try:
+        return Config.model_validate(raw, context={"base": base})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise StylepressError(f"{source}: {key}: {msg}{more}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise StylepressError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StylepressError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, path.resolve().parent, str(path))
+
+
+def to_toml(cfg: Config) -> str:
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    return tomli_w.dumps(data)
+
+
+def with_steps(cfg: Config, steps: int | None) -> Config:
+    """The config with train.steps overridden (the CLI's --steps)."""
+    if steps is None:
+        return cfg
+    if steps < 1:
+        raise StylepressError(f"--steps must be at least 1, got {steps}")
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})

@@ -1,0 +1,105 @@
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylepress.config import BUILTIN_STYLES, DataConfig
+from stylepress.data import PortraitData, load_folder, read_rgb, split_by_hash
+from stylepress.errors import StylepressError
+from stylepress.styles import apply_style
+
+
+def test_exif_orientation_is_applied(tmp_path, demo_photos):
+    im = Image.open(demo_photos / "astronaut.png").convert("RGB").resize((80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    im.save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_rgb(tmp_path / "rotated.jpg").size == (40, 80)
+
+
+def test_rgba_and_greyscale_become_rgb(tmp_path):
+    Image.new("RGBA", (70, 70), (10, 20, 30, 0)).save(tmp_path / "a.png")
+    Image.new("L", (70, 70), 128).save(tmp_path / "g.webp")
+    assert {read_rgb(p).mode for p in tmp_path.iterdir()} == {"RGB"}
+
+
+def test_unreadable_and_too_small_files_are_skipped_with_a_warning(tmp_path, demo_photos, caplog):
+    folder = tmp_path / "mixed"
+    (folder / "nested").mkdir(parents=True)
+    Image.open(demo_photos / "astronaut.png").save(folder / "nested" / "good.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.new("RGB", (20, 20)).save(folder / "tiny.png")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    with caplog.at_level(logging.WARNING):
+        images = load_folder(folder, 64, 32, "photo")
+    assert [p.name for p, _ in images] == ["good.png"]  # found recursively
+    assert min(images[0][1].shape[:2]) == 64
+    assert "broken.jpg" in caplog.text and "tiny.png" in caplog.text
+
+
+def test_an_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(StylepressError, match="no usable photo images"):
+        load_folder(tmp_path, 64, 32, "photo")
+
+
+def test_val_split_is_a_deterministic_tenth_by_content_hash(portraits, tmp_path):
+    paths = sorted(portraits.glob("*.jpg"))
+    more = []
+    for i in range(14):  # 20 distinct files
+        p = tmp_path / f"copy{i}.jpg"
+        p.write_bytes(paths[i % len(paths)].read_bytes() + bytes([i]))
+        more.append(p)
+    all_paths = paths + more
+    train, val = split_by_hash(all_paths)
+    assert len(val) == 2 and train.isdisjoint(val) and train | val == set(all_paths)
+    assert split_by_hash(list(reversed(all_paths))) == (train, val)
+
+
+@pytest.mark.parametrize("style", BUILTIN_STYLES)
+def test_builtin_styles_transform_a_real_portrait(portraits, style):
+    rgb = np.asarray(read_rgb(next(portraits.glob("*.jpg"))).resize((128, 128)))
+    out = apply_style(style, rgb)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() > 5  # plainly not the photo
+
+
+def _data(photos: Path, styles=("sketch",), val=None) -> PortraitData:
+    cfg = DataConfig.model_validate({"photos": photos, "styles": styles, "resolution": 64, "val_photos": val})
+    return PortraitData(cfg, crop=32)
+
+
+def test_batches_are_reproducible_from_the_generator_state(portraits):
+    data = _data(portraits)
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    a = data.sample(0, 3, gen)
+    gen.set_state(state)
+    b = data.sample(0, 3, gen)
+    assert torch.equal(a.photo, b.photo) and torch.equal(a.real, b.real)
+    assert a.photo.shape == a.real.shape == (3, 3, 32, 32) and a.paired
+    assert a.photo.min() >= -1 and a.photo.max() <= 1
+    assert not torch.equal(a.photo, a.real)
+
+
+def test_paired_targets_stay_aligned_with_their_crops(portraits):
+    """The target of a crop is (up to resampling) the style filter of that crop."""
+    data = _data(portraits)
+    batch = data.sample(0, 4, torch.Generator().manual_seed(0))
+    for photo, target in zip(batch.photo, batch.real, strict=True):
+        # sketch is dark where the photo has edges: the two correlate negatively with shuffled pairs
+        edges = (photo[:, 1:, :] - photo[:, :-1, :]).abs().mean(0)
+        dark = (1 - target[0, 1:, :])
+        aligned = torch.corrcoef(torch.stack([edges.flatten(), dark.flatten()]))[0, 1]
+        shifted = torch.corrcoef(torch.stack([edges.flatten(), dark.roll(8, 1).flatten()]))[0, 1]
+        assert aligned > shifted
+
+
+def test_style_folders_are_unpaired_domains(portraits, demo_photos):
+    data = _data(portraits, styles=("sketch", str(demo_photos)), val=portraits)
+    assert data.style_names == ["sketch", "demo_photos"]
+    batch = data.sample(1, 2, torch.Generator().manual_seed(0))
+    assert not batch.paired and batch.real.shape == (2, 3, 32, 32)
+    assert 1 not in data.val_targets

@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from stylepress.errors import StylepressError
+from stylepress.models import build_generator, load_generator, save_generator
+from stylepress.models.discriminator import PatchDiscriminator
+from stylepress.models.generator import ResnetGenerator
+
+
+def _spec(**kw):
+    kwargs = {"ngf": 8, "n_blocks": 2, "norm": "instance", "num_styles": 1, **kw}
+    return {"format": 1, "arch": "resnet", "kwargs": kwargs, "styles": ["s"] * kwargs["num_styles"],
+            "size_multiple": 4}
+
+
+def test_default_generator_has_cyclegan_resnet_9blocks_parameter_count():
+    model = ResnetGenerator(ngf=64, n_blocks=9, norm="instance")
+    assert sum(p.numel() for p in model.parameters()) == 11_378_179
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+@pytest.mark.parametrize("size", [(64, 64), (48, 80)])
+def test_generator_keeps_shape_and_range(norm, size):
+    model = ResnetGenerator(ngf=8, n_blocks=2, norm=norm).eval()
+    x = torch.rand(2, 3, *size) * 2 - 1
+    y = model(x)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+
+
+def test_activations_are_out_of_place():
+    model = ResnetGenerator(ngf=8, n_blocks=2)
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
+
+
+def test_multi_style_generator_needs_a_style_and_styles_differ():
+    torch.manual_seed(0)
+    model = ResnetGenerator(ngf=8, n_blocks=1, num_styles=3).eval()
+    with torch.no_grad():  # give each style its own affine parameters
+        for m in model.modules():
+            if hasattr(m, "weight") and getattr(m, "num_styles", 1) > 1:
+                m.weight.normal_(1, 0.5)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with pytest.raises(ValueError, match="style"):
+        model(x)
+    a, b = model(x, torch.tensor([0, 0])), model(x, torch.tensor([1, 2]))
+    assert not torch.allclose(a, b)
+    assert torch.allclose(model(x[:1], torch.tensor([1])), b[:1], atol=1e-6)  # per-sample styles
+
+
+def test_discriminator_picks_each_samples_style_head_and_returns_features():
+    disc = PatchDiscriminator(ndf=8, n_layers=3, num_styles=2, spectral=True).eval()  # fixed SN weights
+    x = torch.rand(2, 3, 64, 64)
+    logits, feats = disc(x, torch.tensor([0, 1]))
+    assert logits.shape[:2] == (2, 1) and len(feats) == 4
+    full = disc.head(feats[-1])
+    assert torch.allclose(logits[0, 0], full[0, 0]) and torch.allclose(logits[1, 0], full[1, 1])
+    assert any("parametrizations" in n for n, _ in disc.named_parameters())
+
+
+def test_save_and_load_roundtrip_through_safetensors(tmp_path):
+    model = build_generator(_spec(num_styles=2))
+    save_generator(model, _spec(num_styles=2), tmp_path)
+    loaded, spec = load_generator(tmp_path)
+    x = torch.rand(1, 3, 32, 32)
+    s = torch.tensor([1])
+    assert torch.equal(model.eval()(x, s), loaded(x, s)) and spec["kwargs"]["num_styles"] == 2
+    assert not any(p.suffix in {".pt", ".pth", ".pkl"} for p in tmp_path.iterdir())
+
+
+def test_bad_checkpoint_folders_give_one_line_errors(tmp_path):
+    with pytest.raises(StylepressError, match="arch.json is missing"):
+        load_generator(tmp_path)
+    save_generator(build_generator(_spec()), _spec(), tmp_path)
+    (tmp_path / "arch.json").write_text(json.dumps(_spec(ngf=16)))
+    with pytest.raises(StylepressError, match="does not match") as info:
+        load_generator(tmp_path)
+    assert "\n" not in str(info.value)
+    (tmp_path / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(StylepressError, match="unreadable weights"):
+        load_generator(tmp_path)
+
+
+def test_norm_layers_match_cyclegan_for_one_style():
+    model = ResnetGenerator(ngf=8, n_blocks=1, norm="batch")
+    norms = [m.norm for m in model.modules() if hasattr(m, "num_styles") and isinstance(m, nn.Module)
+             and hasattr(m, "norm")]
+    assert norms and all(isinstance(n, nn.BatchNorm2d) and n.affine for n in norms)
