@@ -248,7 +248,10 @@ def _validate(G, data: PortraitData, device, baseline: dict, cap: int, step: int
     for i, name in enumerate(data.style_names):
         output = _outputs(G, photos, i, device)
         columns.append(output[:SAMPLE_ROWS])
+        # Val losses: the terms that need no discriminator (its features drift as it trains).
+        record[f"val_l_content_{name}"] = losses.content_loss(output, photos).item()
         if i in targets:
+            record[f"val_l1_{name}"] = torch.nn.functional.l1_loss(output, targets[i]).item()
             p, s = psnr(output, targets[i]).mean().item(), ssim(output, targets[i]).mean().item()
             record[f"val_psnr_{name}"], record[f"val_ssim_{name}"] = p, s
             psnrs.append(p)

@@ -50,7 +50,8 @@ def test_training_writes_a_loadable_teacher_with_logs_and_samples(tmp_path, port
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
     assert {"g_loss", "d_loss", "l_style", "l_content", "l_adv", "lr"} <= set(steps[0])
     assert [r["step"] for r in vals] == [3, 6]
-    assert {"val_psnr", "val_ssim", "val_psnr_sketch", "val_psnr_oil", "baseline_psnr_oil"} <= set(vals[0])
+    assert {"val_psnr", "val_ssim", "val_psnr_sketch", "val_psnr_oil", "baseline_psnr_oil", "val_l1_oil",
+            "val_l_content_sketch"} <= set(vals[0])
     model, spec = load_generator(teacher)
     assert spec["styles"] == ["sketch", "oil"]
     x = torch.rand(1, 3, 36, 44) * 2 - 1
