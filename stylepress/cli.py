@@ -36,9 +36,9 @@ def train(config: ConfigArg, out: OutOpt = None,
           resume: Annotated[bool, typer.Option("--resume", help="Continue from teacher/state.pt.")] = False,
           force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False):
     """Train the teacher generator; writes <run>/teacher/."""
+    cfg = with_steps(load_config(config), steps)  # validate before importing torch: bad input fails fast
     from stylepress import train as train_stage
 
-    cfg = with_steps(load_config(config), steps)
     result = train_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force)
     _report(result)
 

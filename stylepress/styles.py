@@ -25,7 +25,11 @@ def _watercolor(bgr: np.ndarray, k: float) -> np.ndarray:
 
 
 def _oil(bgr: np.ndarray, k: float) -> np.ndarray:
-    return cv2.xphoto.oilPainting(bgr, max(2, round(4 * k)), 1)
+    # dynRatio 16 takes the mode over 16 intensity bins rather than 256: flat, stable paint
+    # patches. With dynRatio 1 the mode flips under ±2 grey levels of noise (the filter agrees
+    # with itself at ~27 dB PSNR on the val portraits, 35 dB with 16 bins): its patch
+    # boundaries are close to unpredictable, and a generator learns little more than a blur.
+    return cv2.xphoto.oilPainting(bgr, max(2, round(6 * k)), 16)
 
 
 def _cartoon(bgr: np.ndarray, k: float) -> np.ndarray:

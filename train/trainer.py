@@ -108,6 +108,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     baseline = _baseline(data, tc.val_images) if main else {}
     last_val: dict = {}
     status, stop_signal = "done", []
+    window, window_steps = {}, 0  # loss sums since the last log record
 
     with _catch_signals(stop_signal), progress_bar(tc.steps, "train", enabled=main and show_progress) as bar:
         bar.advance(prog.step)
@@ -122,7 +123,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                 logits, _ = D_train(torch.cat([real, fake.detach()]), torch.cat([s, s]))
                 real_logits, fake_logits = logits.float().chunk(2)
                 d_loss = losses.gan_d(real_logits, fake_logits, tc.gan_loss)
-            _check_finite(prog.step + 1, out, d_loss=d_loss)
+            _check_finite(prog.step + 1, out, {"d_loss": d_loss.item()})
             opt_D.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_D.step()
@@ -141,7 +142,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                 g_loss = (tc.lambda_style * terms["l_style"] + tc.lambda_content * terms["l_content"]
                           + tc.lambda_adv * terms["l_adv"])
             D.requires_grad_(True)
-            _check_finite(prog.step + 1, out, g_loss=g_loss, **terms)
+            values = {"g_loss": g_loss.item(), "d_loss": d_loss.item(), **{k: v.item() for k, v in terms.items()}}
+            _check_finite(prog.step + 1, out, values)
             opt_G.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_G.step()
@@ -151,12 +153,17 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
             prog.step += 1
             done = prog.step == tc.steps
 
+            for k, v in values.items():
+                window[k] = window.get(k, 0.0) + v
+            window_steps += 1
             if main and (prog.step % tc.log_every == 0 or done):
-                record = {"step": prog.step, "style": data.style_names[style], "g_loss": g_loss.item(),
-                          "d_loss": d_loss.item(), **{k: v.item() for k, v in terms.items()},
+                # Means over the steps since the last record, so every style is represented.
+                record = {"step": prog.step, **{k: v / window_steps for k, v in window.items()},
                           "lr": sched_G.get_last_lr()[0]}
                 _append_log(out / "log.jsonl", record)
                 bar.update(f"g {record['g_loss']:.3f}  d {record['d_loss']:.3f}")
+            if prog.step % tc.log_every == 0:
+                window, window_steps = {}, 0
             bar.advance()
 
             stop_early = False
@@ -201,8 +208,8 @@ def _ema_avg(decay: float):
     return avg
 
 
-def _check_finite(step: int, out: Path, **values: torch.Tensor) -> None:
-    bad = {k: v.item() for k, v in values.items() if not math.isfinite(v.item())}
+def _check_finite(step: int, out: Path, values: dict[str, float]) -> None:
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         desc = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise StylepressError(f"non-finite loss at step {step} ({desc}); training stopped, the last "

@@ -62,3 +62,11 @@ def test_style_folders_resolve_to_absolute_paths(tmp_path, demo_photos):
     path = tmp_path / "c.toml"
     path.write_text(f'[data]\nphotos = "{demo_photos}"\nstyles = ["oil", "demo_photos"]\n')
     assert load_config(path).data.styles == ("oil", str(Path(demo_photos).resolve()))
+
+
+def test_the_readme_reference_config_is_valid():
+    from conftest import shared_data
+
+    shared_data()
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "portraits.toml")
+    assert cfg.data.styles == ("sketch", "oil") and cfg.data.resolution == 256

@@ -157,7 +157,8 @@ def test_unpaired_style_folder_trains_with_gram_and_adversarial_terms(tmp_path, 
     cfg = load_config(write_config(tmp_path, portraits, styles=("sketch", str(paintings)), steps=4))
     result = train.run(cfg, tmp_path / "run", show_progress=False)
     records = read_log(tmp_path / "run" / "teacher" / "log.jsonl")
-    unpaired = [r for r in records if r.get("style") == "paintings"]
+    # Styles take turns and log_every is 1: even steps trained the unpaired style.
+    unpaired = [r for r in records if r.get("kind") != "val" and r["step"] % 2 == 0]
     assert result.status == "done" and unpaired and all(r["l_style"] > 0 for r in unpaired)
     assert "val_psnr_paintings" not in result.last_val and "val_psnr_sketch" in result.last_val
 
