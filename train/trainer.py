@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel
 from stylepress.config import Config, to_toml
 from stylepress.data import PortraitData, to_unit
 from stylepress.errors import StylepressError
-from stylepress.fsutil import atomic_path, write_text
+from stylepress.fsutil import atomic_path, write_json, write_text
 from stylepress.images import grid, save_image, to_image
 from stylepress.metrics import psnr, ssim
 from stylepress.models import build_discriminator, build_generator, generator_spec, save_generator, save_weights
@@ -298,7 +298,7 @@ def _save_state(out: Path, prog: _Progress, cfg: Config, modules: dict, gen: tor
                  torch_rng=torch.get_rng_state(), data_rng=gen_states,
                  model_config=cfg.model.model_dump_json(), data_config=cfg.data.model_dump_json())
     save_weights(modules["ema"].module, out / "last.safetensors")
-    write_text(out / "arch.json", json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    write_json(out / "arch.json", spec)
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
 
