@@ -123,7 +123,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                 logits, _ = D_train(torch.cat([real, fake.detach()]), torch.cat([s, s]))
                 real_logits, fake_logits = logits.float().chunk(2)
                 d_loss = losses.gan_d(real_logits, fake_logits, tc.gan_loss)
-            _check_finite(prog.step + 1, out, {"d_loss": d_loss.item()})
+            d_value = d_loss.item()
+            _check_finite(prog.step + 1, out, {"d_loss": d_value})
             opt_D.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_D.step()
@@ -142,7 +143,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                 g_loss = (tc.lambda_style * terms["l_style"] + tc.lambda_content * terms["l_content"]
                           + tc.lambda_adv * terms["l_adv"])
             D.requires_grad_(True)
-            values = {"g_loss": g_loss.item(), "d_loss": d_loss.item(), **{k: v.item() for k, v in terms.items()}}
+            values = {"g_loss": g_loss.item(), "d_loss": d_value, **{k: v.item() for k, v in terms.items()}}
             _check_finite(prog.step + 1, out, values)
             opt_G.zero_grad(set_to_none=True)
             g_loss.backward()
