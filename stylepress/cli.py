@@ -21,6 +21,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
                   help="Portrait style-transfer GANs from training to production.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect run configs.")
 app.add_typer(config_app, name="config")
+triton_app = typer.Typer(no_args_is_help=True, help="Manage the local Triton runtime.")
+app.add_typer(triton_app, name="triton")
 
 ConfigArg = Annotated[Path, typer.Argument(help="The run's TOML config.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<name>).")]
@@ -44,15 +46,88 @@ def train(config: ConfigArg, out: OutOpt = None,
 
 
 @app.command()
-def stylize(images: Annotated[list[Path], typer.Argument(help="Input images.")],
-            checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A teacher/ or student/ folder.")],
+def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPEG, PNG, WebP).")],
             output: Annotated[Path, typer.Option("-o", "--output", help="Output file (one input) or folder.")],
-            style: Annotated[str | None, typer.Option(help="Style name (default: the model's first).")] = None):
-    """Stylize images offline with PyTorch, at their own size."""
+            checkpoint: Annotated[Path | None, typer.Option(
+                "--checkpoint", help="Offline: a teacher/ or student/ folder.")] = None,
+            url: Annotated[str | None, typer.Option(help="Through Triton: the server's HTTP (or gRPC) URL.")] = None,
+            grpc: Annotated[bool, typer.Option("--grpc", help="Use gRPC with --url.")] = False,
+            model: Annotated[str | None, typer.Option(help="Ensemble to call (default: the only one).")] = None,
+            style: Annotated[str | None, typer.Option(help="Style name (default: the model's first).")] = None,
+            size: Annotated[int, typer.Option(help="Offline: the serving size images are letterboxed to.")] = 256):
+    """Stylize images offline (--checkpoint) or through a Triton server (--url); outputs keep the input size."""
     from . import stylize as stylize_mod
 
-    for path in stylize_mod.run(checkpoint, images, output, style):
+    for path in stylize_mod.run(images, output, style, checkpoint=checkpoint, size=size, url=url, grpc=grpc,
+                                model=model):
         print(path)
+
+
+@app.command()
+def export(config: ConfigArg, out: OutOpt = None):
+    """Export the run's teacher (and student) to ONNX, gated on ONNX Runtime parity; writes <run>/export/."""
+    cfg = load_config(config)
+    from stylepress import export as export_stage
+
+    for name, path in export_stage.run(cfg, _run_dir(cfg, out)).items():
+        console.print(f"{name}: {path}")
+
+
+@app.command()
+def repo(config: Annotated[Path | None, typer.Argument(help="The run's TOML config.")] = None, out: OutOpt = None,
+         check: Annotated[Path | None, typer.Option("--check", help="Only validate this repository.")] = None):
+    """Write the Triton model repository (<run>/model_repository/), or validate one with --check DIR."""
+    from stylepress import serving
+
+    if check is not None:
+        configs = serving.check_repository(check)
+        console.print(f"{check}: valid ({', '.join(sorted(configs))})")
+        return
+    if config is None:
+        raise StylepressError("give a CONFIG to write a repository, or --check DIR to validate one")
+    cfg = load_config(config)
+    console.print(f"repository: {serving.write_repository(cfg, _run_dir(cfg, out))} (checked)")
+
+
+@triton_app.command("install")
+def triton_install():
+    """Provision the CPU Triton runtime (tritonserver + a numpy<2 Python-backend env) in the cache."""
+    from stylepress import serving
+
+    runtime = serving.install(log=console.print)
+    console.print(f"tritonserver: {runtime.server}")
+
+
+@app.command()
+def serve(repository: Annotated[Path, typer.Argument(help="A Triton model repository.")],
+          http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+          grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+          metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+          address: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to expose).")] = "127.0.0.1",
+          tritonserver: Annotated[Path | None, typer.Option(help="The tritonserver binary to use.")] = None):
+    """Serve a model repository with a real tritonserver until Ctrl-C."""
+    import signal
+    import time
+
+    from stylepress import serving
+
+    serving.check_repository(repository)
+    runtime = serving.find_runtime(tritonserver, log=console.print)
+    log_path = repository.resolve().parent / "tritonserver.log"
+    server = serving.Server(runtime, repository, log_path, address, http_port, grpc_port, metrics_port)
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _: stop.append(signum))
+    with server:
+        server.wait_ready()
+        console.print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+        console.print(f"log: {log_path}; Ctrl-C stops the server gracefully")
+        while not stop and server.process.poll() is None:
+            time.sleep(0.2)
+    code = server.process.returncode
+    if not stop:
+        raise StylepressError(f"tritonserver exited with code {code}: {server.log_tail()}")
+    console.print(f"stopped (tritonserver exit code {code})")
 
 
 @config_app.command("show")
@@ -63,11 +138,14 @@ def config_show(config: ConfigArg):
 
 @app.command()
 def demo(out: OutOpt = None, steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None):
-    """Train a small multi-style teacher on portraits shipped inside installed packages."""
+    """The whole job on portraits shipped inside installed packages: train, export, serve with Triton, stylize."""
     from . import demo as demo_mod
 
-    result = demo_mod.run(out if out is not None else Path("runs") / "demo", steps)
-    _report(result)
+    result = demo_mod.run(out if out is not None else Path("runs") / "demo", steps, log=console.print)
+    _report(result.trained)
+    if result.grid is not None:
+        console.print(f"Triton repository: {result.repository}")
+        console.print(f"stylized through Triton: {result.grid.parent}/ (overview: {result.grid})")
 
 
 def _report(result) -> None:

@@ -102,16 +102,44 @@ class TrainConfig(_Section):
     device: Str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
+class ExportConfig(_Section):
+    opset: Int = Field(18, ge=17, le=20)  # TensorRT 10 and 11 parse opsets up to 20
+    parity_tolerance: Float = Field(1e-4, gt=0)  # max |ONNX Runtime - PyTorch| on val portraits
+
+
+class ServingConfig(_Section):
+    model_name: Str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)  # default: name
+    model: Literal["auto", "teacher", "student"] = "auto"  # auto: the student when there is one
+    resolution: Int | None = Field(None, ge=32, le=4096, multiple_of=4)  # serving size; default data.resolution
+    max_batch_size: Int = Field(8, ge=1, le=256)
+    instances: Int = Field(1, ge=1, le=64)
+    max_queue_delay_us: Int = Field(2000, ge=0)
+    target: Literal["cpu", "onnxruntime", "tensorrt"] = "cpu"
+    kind: Literal["cpu", "gpu"] = "cpu"  # instance kind for the onnxruntime target
+    max_bytes: Int = Field(20 * 1024 * 1024, ge=1024)  # upload limit per image
+    max_pixels: Int = Field(40_000_000, ge=1024)  # decoded-pixel limit per image
+
+
 class Config(_Section):
     name: Str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: Int = Field(0, ge=0)
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+    serving: ServingConfig = ServingConfig()
 
     @property
     def crop(self) -> int:
         return self.train.crop or self.data.resolution
+
+    @property
+    def model_name(self) -> str:
+        return self.serving.model_name or self.name.replace(".", "_")
+
+    @property
+    def serving_resolution(self) -> int:
+        return self.serving.resolution or self.data.resolution
 
 
 def parse_config(raw: dict, base: Path, source: str) -> Config:

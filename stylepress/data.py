@@ -30,6 +30,13 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def val_image_paths(cfg: DataConfig) -> list[Path]:
+    """The held-out portraits: `val_photos`, else the hash-selected share of `photos`."""
+    if cfg.val_photos is not None:
+        return find_images(cfg.val_photos)
+    return sorted(split_by_hash(find_images(cfg.photos))[1])
+
+
 def read_rgb(path: Path) -> Image.Image:
     """Decode an image with EXIF orientation applied, as RGB; one-line error if it can't be."""
     try:
@@ -110,7 +117,7 @@ class PortraitData:
         if cfg.val_photos is not None:
             val = load_folder(cfg.val_photos, res, cfg.min_size, "val photo")
             train = photos
-        else:
+        else:  # the same split as val_image_paths, on the photos that loaded
             train_set, val_set = split_by_hash([p for p, _ in photos])
             train = [(p, a) for p, a in photos if p in train_set]
             val = [(p, a) for p, a in photos if p in val_set]
@@ -140,7 +147,9 @@ class PortraitData:
         photos, reals = [], []
         for _ in range(batch_size):
             idx = int(torch.randint(len(self.train), (1,), generator=gen))
-            box = _random_box(self.train[idx].shape[-2:], self.crop, gen)
+            # Paired targets crop at the working scale: a filter's strokes have a size in pixels,
+            # and rescaling a target would teach the generator strokes of the wrong size.
+            box = _random_box(self.train[idx].shape[-2:], self.crop, gen, rescale=not self.is_paired(style))
             flip = bool(torch.rand((), generator=gen) < 0.5)
             jitter = _random_jitter(gen)
             photos.append(_augment(self.train[idx], box, flip, jitter, self.crop))
@@ -155,13 +164,17 @@ class PortraitData:
                      torch.stack(reals), self.is_paired(style))
 
 
-def _random_box(hw, crop: int, gen: torch.Generator) -> tuple[int, int, int, int]:
-    """Random resized crop at the working scale: side crop*[0.8, 1.25], aspect 3/4..4/3."""
+def _random_box(hw, crop: int, gen: torch.Generator, rescale: bool = True) -> tuple[int, int, int, int]:
+    """Random crop at the working scale; with `rescale`, a resized crop: side crop*[0.8, 1.25],
+    aspect 3/4..4/3."""
     h, w = int(hw[0]), int(hw[1])
-    scale = math.exp(float(torch.empty(()).uniform_(math.log(0.8), math.log(1.25), generator=gen)))
-    aspect = math.exp(float(torch.empty(()).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)))
-    bh = min(h, max(8, round(crop * scale / math.sqrt(aspect))))
-    bw = min(w, max(8, round(crop * scale * math.sqrt(aspect))))
+    bh = bw = crop
+    if rescale:
+        scale = math.exp(float(torch.empty(()).uniform_(math.log(0.8), math.log(1.25), generator=gen)))
+        aspect = math.exp(float(torch.empty(()).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)))
+        bh = max(8, round(crop * scale / math.sqrt(aspect)))
+        bw = max(8, round(crop * scale * math.sqrt(aspect)))
+    bh, bw = min(h, bh), min(w, bw)
     top = int(torch.randint(h - bh + 1, (1,), generator=gen))
     left = int(torch.randint(w - bw + 1, (1,), generator=gen))
     return top, left, bh, bw
@@ -175,7 +188,9 @@ def _random_jitter(gen: torch.Generator) -> torch.Tensor:
 def _augment(img: torch.Tensor, box, flip: bool, jitter: torch.Tensor | None, crop: int) -> torch.Tensor:
     top, left, bh, bw = box
     x = img[:, top:top + bh, left:left + bw].float().unsqueeze(0) / 255.0
-    x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False)[0]
+    if (bh, bw) != (crop, crop):
+        x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False)
+    x = x[0]
     if flip:
         x = x.flip(-1)
     if jitter is not None:

@@ -1,5 +1,5 @@
-"""Shared fixtures: real portraits (../shared/data when present, else the embedded demo photos)
-and tiny configs that train in seconds on 2 CPU cores."""
+"""Shared fixtures: real portraits (../shared/data when present, else the embedded demo photos),
+tiny configs that train in seconds on 2 CPU cores, and a real tritonserver serving a tiny run."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stylepress.demo import DEMO_PHOTOS
@@ -73,3 +75,78 @@ def run_cli(*args, cwd=None, timeout=600, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "stylepress", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout, env=env, **kw)
+
+
+TINY_SPEC = {"format": 1, "arch": "resnet", "styles": ["sketch", "oil"], "size_multiple": 4,
+             "kwargs": {"ngf": 8, "n_blocks": 1, "norm": "instance", "num_styles": 2}}
+
+
+def tiny_run(folder: Path, serving: str = "") -> tuple[Path, Path]:
+    """A run directory whose teacher is a small two-style generator (random weights: export and
+    serving must reproduce any network exactly), with a config pointing at the demo photos.
+    Returns (config path, run dir)."""
+    import torch
+
+    from stylepress.models import build_generator, save_generator
+
+    photos = folder / "photos"
+    photos.mkdir(parents=True)
+    for name, src in DEMO_PHOTOS.items():
+        shutil.copy(src, photos / name)
+    torch.manual_seed(0)
+    run_dir = folder / "run"
+    save_generator(build_generator(TINY_SPEC), TINY_SPEC, run_dir / "teacher")
+    config = folder / "tiny.toml"
+    config.write_text(textwrap.dedent(f"""\
+        name = "tiny"
+        [data]
+        photos = "{photos}"
+        styles = ["sketch", "oil"]
+        resolution = 64
+        [serving]
+        resolution = 128
+        """) + serving)
+    return config, run_dir
+
+
+@dataclass
+class Served:
+    server: object  # stylepress.serving.Server
+    run_dir: Path
+    repo: Path
+    photos: Path
+    session: object  # onnxruntime.InferenceSession
+    size: int
+    styles: list[str]
+
+    def offline(self, data: bytes, style: str) -> np.ndarray:
+        """The same image through the shared pre/post-processing and ONNX Runtime in this process."""
+        from stylepress import prepost
+
+        x, box = prepost.letterbox(prepost.decode(data), self.size)
+        y = self.session.run(None, {"image": x[None], "style": np.array([self.styles.index(style)])})[0]
+        return prepost.unletterbox(y[0], box)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> Served:
+    """The managed CPU Triton runtime (installed once into the cache) serving a tiny exported run on
+    free loopback ports, once per test session."""
+    import onnxruntime as ort
+
+    from stylepress import export, serving
+    from stylepress.config import load_config
+
+    # A long queue delay makes the dynamic batcher group concurrent requests reliably.
+    config, run_dir = tiny_run(tmp_path_factory.mktemp("served"), serving="max_queue_delay_us = 200000\n")
+    cfg = load_config(config)
+    onnx_path = export.run(cfg, run_dir, show_progress=False)["teacher"]
+    repo = serving.write_repository(cfg, run_dir)
+    runtime = serving.install()
+    ports = {k: serving.free_port() for k in ("http_port", "grpc_port", "metrics_port")}
+    server = serving.Server(runtime, repo, run_dir / "tritonserver.log", **ports)
+    with server:
+        server.wait_ready()
+        yield Served(server, run_dir, repo, config.parent / "photos",
+                     ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]),
+                     cfg.serving_resolution, list(cfg.data.styles))

@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import run_cli, write_config
 from safetensors.torch import load_file
-from stylepress.train import trainer
-from stylepress.train.trainer import read_log
 
 from stylepress import train
 from stylepress.config import load_config
 from stylepress.errors import StylepressError
 from stylepress.models import load_generator
+from stylepress.train import trainer
+from stylepress.train.trainer import read_log
 
 
 def _state_step(teacher) -> int:

@@ -1,0 +1,144 @@
+"""The Triton model repository: `write_repository(cfg, run_dir)` writes run_dir/model_repository/.
+
+model_repository/
+  <name>/              ensemble: IMAGE (encoded JPEG/PNG/WebP) [+ STYLE name] -> STYLED (PNG bytes)
+  <name>_preprocess/   python: decode, EXIF-orient, limits, letterbox to the serving size
+  <name>_generator/    the network: python + ONNX Runtime (target cpu) or onnxruntime_onnx
+  <name>_postprocess/  python: un-letterbox, resize to the original size, encode PNG
+
+Configs are built as `model_config_pb2.ModelConfig` messages and printed with text_format, so
+they are valid protobuf by construction; `check_repository` then checks them semantically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+import stylepress.prepost
+from stylepress.config import Config
+from stylepress.errors import StylepressError
+from stylepress.export import onnx_name
+from stylepress.fsutil import write_bytes, write_text
+from stylepress.models import ARCH_FILE
+
+from .check import check_repository
+
+BACKEND = Path(__file__).parent / "backend"
+REPOSITORY = "model_repository"
+
+
+def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the repository for the run's exported model, check it, and return its path."""
+    run_dir = Path(run_dir)
+    sc, name = cfg.serving, cfg.model_name
+    model = _pick_model(run_dir, sc.model)
+    onnx_path = run_dir / "export" / onnx_name(model)
+    if not onnx_path.is_file():
+        raise StylepressError(f"{onnx_path} not found: run `stylepress export` first")
+    if sc.target == "tensorrt":
+        raise StylepressError("serving.target = 'tensorrt' needs a TensorRT engine, which stylepress does not "
+                              "build yet; use 'onnxruntime' (GPU via NVIDIA's Triton container) or 'cpu'")
+    styles = json.loads((run_dir / model / ARCH_FILE).read_text())["styles"]
+    repo = Path(out) if out is not None else run_dir / REPOSITORY
+    if repo.exists():
+        shutil.rmtree(repo)  # stale models from an earlier config must not linger
+    size, multi = cfg.serving_resolution, len(styles) > 1
+
+    pre = _config(f"{name}_preprocess", sc.max_batch_size, backend="python", instances=sc.instances)
+    _io(pre.input, "IMAGE", pb.TYPE_STRING, [1])
+    _io(pre.output, "INPUT", pb.TYPE_FP32, [3, size, size])
+    _io(pre.output, "BOX", pb.TYPE_INT64, [6])
+    if multi:
+        _io(pre.input, "STYLE", pb.TYPE_STRING, [1])
+        _io(pre.output, "STYLE_INDEX", pb.TYPE_INT64, [1])
+    _params(pre, resolution=size, styles=json.dumps(styles), max_bytes=sc.max_bytes, max_pixels=sc.max_pixels)
+
+    gen = _generator_config(cfg, f"{name}_generator", multi)
+
+    post = _config(f"{name}_postprocess", sc.max_batch_size, backend="python", instances=sc.instances)
+    _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, -1, -1])
+    _io(post.input, "BOX", pb.TYPE_INT64, [6])
+    _io(post.output, "STYLED", pb.TYPE_STRING, [1])
+
+    ens = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=sc.max_batch_size)
+    _io(ens.input, "IMAGE", pb.TYPE_STRING, [1])
+    _io(ens.output, "STYLED", pb.TYPE_STRING, [1])
+    step = ens.ensemble_scheduling.step.add(model_name=pre.name, model_version=-1)
+    step.input_map["IMAGE"] = "IMAGE"
+    step.output_map.update({"INPUT": "network_input", "BOX": "letterbox"})
+    step = ens.ensemble_scheduling.step.add(model_name=gen.name, model_version=-1)
+    step.input_map["image"] = "network_input"
+    step.output_map["styled"] = "network_output"
+    if multi:
+        _io(ens.input, "STYLE", pb.TYPE_STRING, [1])
+        ens.ensemble_scheduling.step[0].input_map["STYLE"] = "STYLE"
+        ens.ensemble_scheduling.step[0].output_map["STYLE_INDEX"] = "style_index"
+        step.input_map["style"] = "style_index"
+    step = ens.ensemble_scheduling.step.add(model_name=post.name, model_version=-1)
+    step.input_map.update({"STYLED_RAW": "network_output", "BOX": "letterbox"})
+    step.output_map["STYLED"] = "STYLED"
+
+    for config in (ens, pre, gen, post):
+        _write_config(repo, config)
+    (repo / name / "1").mkdir()  # Triton loads no model, ensembles included, without a version folder
+    prepost_src = Path(stylepress.prepost.__file__).read_bytes()
+    for config, code in ((pre, "preprocess.py"), (post, "postprocess.py")):
+        write_bytes(repo / config.name / "1" / "model.py", (BACKEND / code).read_bytes())
+        write_bytes(repo / config.name / "1" / "prepost.py", prepost_src)
+    write_bytes(repo / gen.name / "1" / "model.onnx", onnx_path.read_bytes())
+    if sc.target == "cpu":
+        write_bytes(repo / gen.name / "1" / "model.py", (BACKEND / "generator.py").read_bytes())
+    check_repository(repo)
+    return repo
+
+
+def _pick_model(run_dir: Path, which: str) -> str:
+    if which != "auto":
+        return which
+    return "student" if (run_dir / "student" / ARCH_FILE).is_file() else "teacher"
+
+
+def _generator_config(cfg: Config, name: str, multi: bool) -> pb.ModelConfig:
+    sc, size = cfg.serving, cfg.serving_resolution
+    if sc.target == "cpu":
+        gen = _config(name, sc.max_batch_size, backend="python", instances=sc.instances)
+        _params(gen, model_file="model.onnx")
+    else:
+        kind = pb.ModelInstanceGroup.KIND_GPU if sc.kind == "gpu" else pb.ModelInstanceGroup.KIND_CPU
+        gen = _config(name, sc.max_batch_size, platform="onnxruntime_onnx", instances=sc.instances, kind=kind)
+    _io(gen.input, "image", pb.TYPE_FP32, [3, -1, -1])  # any H, W (multiples of 4) for tensor clients
+    _io(gen.output, "styled", pb.TYPE_FP32, [3, -1, -1])
+    warmup = gen.model_warmup.add(name="serving_size", batch_size=1, count=2)
+    warmup.inputs["image"].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_FP32, dims=[3, size, size],
+                                                          zero_data=True))
+    if multi:
+        # The ONNX input is [batch]; Triton needs a non-empty shape, so [1] reshaped to [] (Triton's recipe).
+        _io(gen.input, "style", pb.TYPE_INT64, [1]).reshape.SetInParent()
+        warmup.inputs["style"].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_INT64, dims=[1], zero_data=True))
+    gen.dynamic_batching.max_queue_delay_microseconds = sc.max_queue_delay_us
+    return gen
+
+
+def _config(name: str, max_batch_size: int, instances: int, kind=pb.ModelInstanceGroup.KIND_CPU,
+            **backend) -> pb.ModelConfig:
+    config = pb.ModelConfig(name=name, max_batch_size=max_batch_size, **backend)
+    config.instance_group.add(count=instances, kind=kind)
+    return config
+
+
+def _io(field, name: str, dtype: int, dims: list[int]):
+    return field.add(name=name, data_type=dtype, dims=dims)
+
+
+def _params(config: pb.ModelConfig, **values) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+def _write_config(repo: Path, config: pb.ModelConfig) -> None:
+    write_text(repo / config.name / "config.pbtxt", text_format.MessageToString(config))

@@ -1,0 +1,83 @@
+"""Pre- and post-processing around a generator, shared by offline inference and Triton's Python
+backend so that both give the same pixels.
+
+This file is copied verbatim into the Triton model repository, where it runs under another
+interpreter (numpy < 2, no torch, no stylepress): it imports only numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FORMATS = ("JPEG", "PNG", "WEBP")
+MAX_BYTES = 20 * 1024 * 1024  # default upload limit
+MAX_PIXELS = 40_000_000  # default decoded-pixel limit (e.g. 8000 x 5000)
+
+
+class ImageError(ValueError):
+    """Bad input image; the message is one line, fit for an error response."""
+
+
+def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded JPEG/PNG/WebP bytes -> RGB uint8 HxWx3, EXIF-oriented; limits checked before decoding."""
+    if not data:
+        raise ImageError("empty image payload")
+    if len(data) > max_bytes:
+        raise ImageError(f"image is {len(data)} bytes, over the {max_bytes}-byte limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    except Image.DecompressionBombError:
+        raise ImageError(f"image dimensions are over the {max_pixels}-pixel limit") from None
+    except Exception:  # Pillow raises several types for undecodable bytes
+        raise ImageError("not a JPEG, PNG or WebP image") from None
+    w, h = im.size
+    if w == 0 or h == 0:
+        raise ImageError(f"zero-size image ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the {max_pixels}-pixel limit")
+    try:
+        im.load()
+    except Exception as exc:  # truncated or corrupt data
+        raise ImageError(f"cannot decode image: {' '.join(str(exc).split())}") from None
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.new("RGB", rgba.size, "white")
+        im.paste(rgba, mask=rgba.getchannel("A"))  # transparent areas become white, not black
+    return np.asarray(im.convert("RGB"))
+
+
+def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit an image into size x size keeping its aspect ratio, edge-padded.
+
+    Returns the network input (float32 [3, size, size] in [-1, 1]) and the box
+    (orig_h, orig_w, top, left, inner_h, inner_w) that `unletterbox` needs.
+    """
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    ih, iw = max(1, round(h * scale)), max(1, round(w * scale))
+    inner = np.asarray(Image.fromarray(rgb).resize((iw, ih), Image.BICUBIC))
+    top, left = (size - ih) // 2, (size - iw) // 2
+    canvas = np.pad(inner, ((top, size - ih - top), (left, size - iw - left), (0, 0)), mode="edge")
+    x = canvas.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return x, np.array([h, w, top, left, ih, iw], dtype=np.int64)
+
+
+def unletterbox(y: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Network output (float [3, S, S] in [-1, 1]) -> RGB uint8 at the original size."""
+    h, w, top, left, ih, iw = (int(v) for v in box)
+    rgb = np.clip(np.rint((y.astype(np.float32) + 1) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    inner = Image.fromarray(np.ascontiguousarray(rgb[top:top + ih, left:left + iw]))
+    return np.asarray(inner.resize((w, h), Image.BICUBIC))
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,115 @@
+"""The repository writer and `repo --check`: every repository the tool writes passes the check;
+each kind of breakage is rejected with a one-line error naming the problem."""
+
+import shutil
+
+import pytest
+from conftest import run_cli, tiny_run
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from stylepress import export, serving
+from stylepress.config import load_config
+from stylepress.errors import StylepressError
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    config, run_dir = tiny_run(tmp_path_factory.mktemp("repo"))
+    export.run(load_config(config), run_dir, show_progress=False)
+    return config, run_dir
+
+
+def _write(exported, tmp_path, serving_body: str = ""):
+    config, run_dir = exported
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(config.read_text() + serving_body)
+    return serving.write_repository(load_config(cfg_path), run_dir, tmp_path / "repo")
+
+
+@pytest.mark.parametrize("body", ["", 'target = "onnxruntime"\n', 'target = "onnxruntime"\nkind = "gpu"\n',
+                                  "max_batch_size = 1\ninstances = 3\n"],
+                         ids=["cpu", "onnxruntime-cpu", "onnxruntime-gpu", "batch1"])
+def test_every_written_repository_passes_the_check(exported, tmp_path, body):
+    repo = _write(exported, tmp_path, body)
+    configs = serving.check_repository(repo)
+    assert sorted(configs) == ["tiny", "tiny_generator", "tiny_postprocess", "tiny_preprocess"]
+    gen = configs["tiny_generator"]
+    assert gen.dynamic_batching.max_queue_delay_microseconds == 2000 and gen.model_warmup
+    assert not configs["tiny"].instance_group and not configs["tiny"].model_warmup
+    result = run_cli("repo", "--check", repo)
+    assert result.returncode == 0, result.stderr
+    if "onnxruntime" in body:
+        assert gen.platform == "onnxruntime_onnx" and not (repo / "tiny_generator" / "1" / "model.py").exists()
+        kind = pb.ModelInstanceGroup.KIND_GPU if "gpu" in body else pb.ModelInstanceGroup.KIND_CPU
+        assert gen.instance_group[0].kind == kind
+
+
+def test_tensorrt_target_is_refused_until_engines_exist(exported, tmp_path):
+    with pytest.raises(StylepressError, match="TensorRT engine"):
+        _write(exported, tmp_path, 'target = "tensorrt"\n')
+
+
+def _edit(repo, model, change):
+    path = repo / model / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), pb.ModelConfig())
+    change(config)
+    path.write_text(text_format.MessageToString(config))
+
+
+def _dims(config, name, dims):
+    io = next(i for i in [*config.input, *config.output] if i.name == name)
+    del io.dims[:]
+    io.dims.extend(dims)
+
+
+BREAKAGES = {
+    "missing config": (lambda r: (r / "tiny_postprocess" / "config.pbtxt").unlink(), "config.pbtxt missing"),
+    "unparsable config": (lambda r: (r / "tiny" / "config.pbtxt").write_text("name: tiny\nplatform {"),
+                          "tiny/config.pbtxt"),
+    "unknown field": (lambda r: (r / "tiny_generator" / "config.pbtxt").write_text("max_batch: 4"),
+                      "tiny_generator/config.pbtxt"),
+    "missing model file": (lambda r: (r / "tiny_generator" / "1" / "model.onnx").unlink(), "model.onnx"),
+    "missing version folder": (lambda r: shutil.rmtree(r / "tiny_preprocess" / "1"), "no version folder"),
+    "step to a missing model": (lambda r: shutil.rmtree(r / "tiny_postprocess"), "no such model"),
+    "dims disagree": (lambda r: _edit(r, "tiny_preprocess", lambda c: _dims(c, "INPUT", [3, 64, 64, 1])),
+                      "has dims"),
+    "type disagrees": (lambda r: _edit(r, "tiny_postprocess", lambda c: setattr(c.input[1], "data_type",
+                                                                                  pb.TYPE_INT32)),
+                       "TYPE_INT64 but BOX wants TYPE_INT32"),
+    "unmapped input": (lambda r: _edit(r, "tiny", lambda c: c.ensemble_scheduling.step[2].input_map.pop("BOX")),
+                       "are not mapped"),
+    "wrong output name": (lambda r: _edit(r, "tiny", lambda c: c.ensemble_scheduling.step[1].output_map.update(
+        {"out": "x"})), "'out' is not an output"),
+    "instance group on ensemble": (lambda r: _edit(r, "tiny", lambda c: c.instance_group.add(count=1)),
+                                   "no instance_group"),
+    "batch over a step's": (lambda r: _edit(r, "tiny", lambda c: setattr(c, "max_batch_size", 64)),
+                            "below the ensemble's 64"),
+    "name mismatch": (lambda r: _edit(r, "tiny_generator", lambda c: setattr(c, "name", "other")),
+                      "names the model 'other'"),
+}
+
+
+@pytest.mark.parametrize("name", BREAKAGES)
+def test_check_rejects_a_broken_repository(exported, tmp_path, name):
+    repo = _write(exported, tmp_path)
+    breaks, message = BREAKAGES[name]
+    breaks(repo)
+    with pytest.raises(StylepressError, match=message):
+        serving.check_repository(repo)
+
+
+def test_repo_check_cli_rejects_a_broken_repository_in_one_line(exported, tmp_path):
+    repo = _write(exported, tmp_path)
+    (repo / "tiny_generator" / "1" / "model.onnx").unlink()
+    (repo / "tiny" / "config.pbtxt").write_text("platform {")
+    result = run_cli("repo", "--check", repo)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "tiny/config.pbtxt" in result.stderr and "1/model.onnx (parameter model_file) missing" in result.stderr
+
+
+def test_repo_cli_writes_and_checks(exported):
+    config, run_dir = exported
+    result = run_cli("repo", config, "--out", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "checked" in result.stderr and (run_dir / "model_repository" / "tiny" / "1").is_dir()
