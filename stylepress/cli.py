@@ -130,6 +130,18 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
     console.print(f"stopped (tritonserver exit code {code})")
 
 
+@app.command()
+def bench(config: ConfigArg, out: OutOpt = None,
+          repeats: Annotated[int, typer.Option(help="Timed runs per variant (after warm-up).")] = 50):
+    """Serving latency: in-process ONNX Runtime vs through Triton; writes <run>/report/serving_latency.json."""
+    cfg = load_config(config)
+    from stylepress.benchmarks import serving_latency
+
+    report = serving_latency.run(cfg, _run_dir(cfg, out), repeats=repeats)
+    for name, figures in report["latency_ms"].items():
+        console.print(f"{name:24s} p50 {figures['p50']:8.1f} ms   p95 {figures['p95']:8.1f} ms")
+
+
 @config_app.command("show")
 def config_show(config: ConfigArg):
     """Print the resolved config, defaults filled in."""

@@ -73,6 +73,7 @@ class ModelConfig(_Section):
     ngf: Int = Field(64, ge=1, le=1024)
     n_blocks: Int = Field(9, ge=0, le=64)
     norm: Literal["instance", "batch", "none"] = "instance"
+    residual: Bool = False  # output = clamp(photo + G(photo)): learn the change, not the whole image
     # PatchGAN discriminator
     ndf: Int = Field(64, ge=1, le=1024)
     d_layers: Int = Field(3, ge=1, le=6)

@@ -75,7 +75,7 @@ def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str
             try:
                 rgb = prepost.decode(src.read_bytes())
             except prepost.ImageError as exc:
-                raise StylepressError(f"{src}: {exc}") from None
+                raise StylepressError(f"cannot read image {src}: {exc}") from None
             save_image(Image.fromarray(stylize_rgb(net, rgb, idx, size)), dst)
             bar.advance()
     return targets

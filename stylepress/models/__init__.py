@@ -32,7 +32,7 @@ def generator_spec(model_cfg, styles: list[str]) -> dict:
         "format": 1,
         "arch": model_cfg.arch,
         "kwargs": {"ngf": model_cfg.ngf, "n_blocks": model_cfg.n_blocks, "norm": model_cfg.norm,
-                   "num_styles": len(styles)},
+                   "num_styles": len(styles), "residual": model_cfg.residual},
         "styles": list(styles),
         "size_multiple": ResnetGenerator.size_multiple,
     }

@@ -4,7 +4,7 @@ each kind of breakage is rejected with a one-line error naming the problem."""
 import shutil
 
 import pytest
-from conftest import run_cli, tiny_run
+from conftest import TINY_SPEC, run_cli, tiny_run
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -113,3 +113,17 @@ def test_repo_cli_writes_and_checks(exported):
     result = run_cli("repo", config, "--out", run_dir)
     assert result.returncode == 0, result.stderr
     assert "checked" in result.stderr and (run_dir / "model_repository" / "tiny" / "1").is_dir()
+
+
+def test_single_style_model_has_no_style_input(tmp_path):
+    from stylepress.models import build_generator, save_generator
+
+    config, run_dir = tiny_run(tmp_path)
+    spec = {**TINY_SPEC, "styles": ["sketch"], "kwargs": {**TINY_SPEC["kwargs"], "num_styles": 1}}
+    save_generator(build_generator(spec), spec, run_dir / "teacher")
+    cfg = load_config(config)
+    export.run(cfg, run_dir, show_progress=False)
+    configs = serving.check_repository(serving.write_repository(cfg, run_dir))
+    assert [i.name for i in configs["tiny"].input] == ["IMAGE"]
+    assert [i.name for i in configs["tiny_generator"].input] == ["image"]
+    assert "STYLE_INDEX" not in [o.name for o in configs["tiny_preprocess"].output]

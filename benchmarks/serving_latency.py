@@ -1,0 +1,92 @@
+"""Latency of one portrait at the serving size: in-process ONNX Runtime against the same model
+through Triton's ensemble (decode, letterbox, generator, un-letterbox, PNG) over HTTP.
+
+Medians and tails over repeated sequential requests after warm-up, on one machine in one run, so
+the two figures are comparable; the machine and library versions are recorded beside them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from stylepress import prepost, serving
+from stylepress.config import Config
+from stylepress.data import val_image_paths
+from stylepress.export import onnx_name
+from stylepress.fsutil import write_json
+from stylepress.progress import progress_bar
+
+
+def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) -> dict:
+    """Measure, write run_dir/report/serving_latency.json and return it."""
+    run_dir = Path(run_dir)
+    repo = run_dir / serving.REPOSITORY
+    serving.check_repository(repo)
+    model = "student" if (run_dir / "export" / onnx_name("student")).is_file() else "teacher"
+    data = val_image_paths(cfg.data)[0].read_bytes()
+    size = cfg.serving_resolution
+    session = ort.InferenceSession(str(run_dir / "export" / onnx_name(model)), providers=["CPUExecutionProvider"])
+    x, box = prepost.letterbox(prepost.decode(data), size)
+    feeds = {"image": x[None]}
+    if len(session.get_inputs()) == 2:
+        feeds["style"] = np.zeros(1, np.int64)
+
+    def in_process_network():
+        session.run(None, feeds)
+
+    def in_process_full():
+        x, box = prepost.letterbox(prepost.decode(data), size)
+        prepost.encode_png(prepost.unletterbox(session.run(None, {**feeds, "image": x[None]})[0][0], box))
+
+    results = {}
+    with progress_bar(3, "latency") as bar:
+        results["onnxruntime_network"] = _time(in_process_network, repeats, warmup)
+        bar.advance()
+        results["onnxruntime_full_path"] = _time(in_process_full, repeats, warmup)
+        bar.advance()
+        ports = {k: serving.free_port() for k in ("http_port", "grpc_port", "metrics_port")}
+        with serving.Server(serving.install(), repo, run_dir / "tritonserver.log", **ports) as server:
+            server.wait_ready()
+            client = serving.Client(server.http_url)
+            results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)
+        bar.advance()
+    report = {
+        "what": f"one {size}x{size} portrait, batch 1, sequential requests, {model} fp32",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"onnxruntime": ort.__version__, "tritonserver": "2.51 (nvidia-pytriton 0.7.0, CPU)",
+                     "python": platform.python_version()},
+        "repeats": repeats, "warmup": warmup, "latency_ms": results,
+        "triton_over_onnxruntime_full_path": results["triton_http"]["p50"] / results["onnxruntime_full_path"]["p50"],
+    }
+    write_json(run_dir / "report" / "serving_latency.json", report)
+    return report
+
+
+def _time(fn, repeats: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    p50, p95, p99 = np.percentile(samples, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "min": float(min(samples))}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
