@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -23,7 +24,6 @@ import stylepress.prepost
 from stylepress.config import Config
 from stylepress.errors import StylepressError
 from stylepress.export import onnx_name
-from stylepress.fsutil import write_bytes, write_text
 from stylepress.models import ARCH_FILE
 
 from .check import check_repository
@@ -45,8 +45,6 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
                               "build yet; use 'onnxruntime' (GPU via NVIDIA's Triton container) or 'cpu'")
     styles = json.loads((run_dir / model / ARCH_FILE).read_text())["styles"]
     repo = Path(out) if out is not None else run_dir / REPOSITORY
-    if repo.exists():
-        shutil.rmtree(repo)  # stale models from an earlier config must not linger
     size, multi = cfg.serving_resolution, len(styles) > 1
 
     pre = _config(f"{name}_preprocess", sc.max_batch_size, backend="python", instances=sc.instances)
@@ -83,17 +81,30 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     step.input_map.update({"STYLED_RAW": "network_output", "BOX": "letterbox"})
     step.output_map["STYLED"] = "STYLED"
 
-    for config in (ens, pre, gen, post):
-        _write_config(repo, config)
-    (repo / name / "1").mkdir()  # Triton loads no model, ensembles included, without a version folder
-    prepost_src = Path(stylepress.prepost.__file__).read_bytes()
-    for config, code in ((pre, "preprocess.py"), (post, "postprocess.py")):
-        write_bytes(repo / config.name / "1" / "model.py", (BACKEND / code).read_bytes())
-        write_bytes(repo / config.name / "1" / "prepost.py", prepost_src)
-    write_bytes(repo / gen.name / "1" / "model.onnx", onnx_path.read_bytes())
-    if sc.target == "cpu":
-        write_bytes(repo / gen.name / "1" / "model.py", (BACKEND / "generator.py").read_bytes())
-    check_repository(repo)
+    # Built in a temporary folder, checked, then swapped in whole: a killed run leaves the previous
+    # repository intact, and no stale model from an earlier config lingers.
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", dir=repo.parent))
+    try:
+        for config in (ens, pre, gen, post):
+            (tmp / config.name / "1").mkdir(parents=True)  # Triton loads no model without a version folder
+            (tmp / config.name / "config.pbtxt").write_text(text_format.MessageToString(config))
+        for config, code in ((pre, "preprocess.py"), (post, "postprocess.py")):
+            shutil.copyfile(BACKEND / code, tmp / config.name / "1" / "model.py")
+            shutil.copyfile(stylepress.prepost.__file__, tmp / config.name / "1" / "prepost.py")
+        shutil.copyfile(onnx_path, tmp / gen.name / "1" / "model.onnx")
+        if sc.target == "cpu":
+            shutil.copyfile(BACKEND / "generator.py", tmp / gen.name / "1" / "model.py")
+        check_repository(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes 0700
+        old = repo.with_name(f".{repo.name}.old")
+        if repo.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            repo.rename(old)
+        tmp.rename(repo)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return repo
 
 
@@ -138,7 +149,3 @@ def _io(field, name: str, dtype: int, dims: list[int]):
 def _params(config: pb.ModelConfig, **values) -> None:
     for key, value in values.items():
         config.parameters[key].string_value = str(value)
-
-
-def _write_config(repo: Path, config: pb.ModelConfig) -> None:
-    write_text(repo / config.name / "config.pbtxt", text_format.MessageToString(config))
