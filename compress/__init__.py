@@ -1,1 +1,127 @@
-"""PyTorch-level compression: structured pruning and distillation (not yet implemented)."""
+"""PyTorch-level compression: structured pruning (torch-pruning) + distillation. Entry point: `run`.
+
+student/
+  weights.safetensors, arch.json   the pruned, distilled student (EMA, best val PSNR to the teacher);
+                                   arch.json carries the pruned widths, so it loads like a teacher
+  prune.json                       MACs and params before/after at the serving resolution, widths
+  log.jsonl, samples.png, state.pt distillation log, input | teacher | student, resumable state
+  sweep/x<F>/, sweep.json, sweep.png   with --sweep: one student per MACs reduction F
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from stylepress.config import Config
+from stylepress.data import PortraitData
+from stylepress.errors import StylepressError
+from stylepress.fsutil import write_json
+from stylepress.models import ARCH_FILE, build_generator, load_generator
+
+from .distill import STATE_FILE, distill
+from .pruning import count, prune, prune_to_macs
+
+PRUNE_FILE = "prune.json"
+
+
+def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
+        sweep: list[float] | None = None, show_progress: bool = True) -> dict:
+    """Prune and distil the run's teacher into student/ (or one student per --sweep factor)."""
+    run_dir = Path(run_dir)
+    teacher, spec = load_generator(run_dir / "teacher")
+    if spec["arch"] != "resnet":
+        raise StylepressError(f"compress supports ResNet generators, not {spec['arch']!r}")
+    data = PortraitData(cfg.data, cfg.crop)
+    base_macs, _ = count(teacher, spec, cfg.serving_resolution)
+    if not sweep:
+        return _one(cfg, run_dir, teacher, spec, data, run_dir / "student", cfg.compress.target_macs_value,
+                    resume, force, show_progress)
+    points = []
+    for factor in sweep:
+        out = run_dir / "student" / "sweep" / f"x{factor:g}"
+        points.append({"factor": factor, **_one(cfg, run_dir, teacher, spec, data, out, base_macs / factor,
+                                                resume and (out / STATE_FILE).exists(), force, show_progress)})
+    report = {"teacher_macs": base_macs, "resolution": cfg.serving_resolution, "points": points,
+              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+              "torch": torch.__version__}
+    write_json(run_dir / "student" / "sweep.json", report)
+    _plot_sweep(report, spec["styles"], run_dir / "student" / "sweep.png")
+    return report
+
+
+def _one(cfg: Config, run_dir: Path, teacher, spec: dict, data: PortraitData, out: Path,
+         target_macs: float | None, resume: bool, force: bool, show_progress: bool) -> dict:
+    cc = cfg.compress
+    if not resume and (out / STATE_FILE).exists() and not force:
+        raise StylepressError(f"{out} already holds a distillation checkpoint: pass --resume to continue it "
+                              "or --force to start over")
+    start = time.monotonic()
+    if resume:
+        if not (out / ARCH_FILE).is_file():
+            raise StylepressError(f"nothing to resume: {out / ARCH_FILE} does not exist")
+        student_spec = json.loads((out / ARCH_FILE).read_text())
+        student = build_generator(student_spec)
+        prune_report = json.loads((out / PRUNE_FILE).read_text())
+    else:
+        options = dict(importance=cc.importance, global_pruning=cc.global_pruning,
+                       iterative_steps=cc.iterative_steps, round_to=cc.round_to, ignored=cc.ignored,
+                       taylor_batch=_taylor_batch(data, cc.batch_size) if cc.importance == "taylor" else None)
+        if target_macs is not None:
+            pruned = prune_to_macs(teacher, spec, target_macs, cfg.serving_resolution, **options)
+        else:
+            pruned = prune(teacher, spec, cc.ratio or 0.5, resolution=cfg.serving_resolution, **options)
+        student, student_spec = pruned.model, pruned.spec
+        teacher_macs, teacher_params = count(teacher, spec, cfg.serving_resolution)
+        prune_report = {"resolution": cfg.serving_resolution, "teacher_macs": teacher_macs,
+                        "student_macs": pruned.macs, "teacher_params": teacher_params,
+                        "student_params": pruned.params, "macs_reduction": teacher_macs / pruned.macs,
+                        "target_macs": target_macs, "ratio": pruned.ratio, "importance": cc.importance,
+                        "round_to": cc.round_to, "teacher_widths": teacher.layer_widths(),
+                        "student_widths": student_spec["kwargs"]["widths"]}
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / PRUNE_FILE, prune_report)
+    result = distill(cfg, teacher, student, student_spec, data, out, run_dir / "teacher" / "state.pt", resume,
+                     show_progress)
+    return {**{k: prune_report[k] for k in ("student_macs", "student_params", "macs_reduction")},
+            "distill_steps": result["step"], "wall_s": time.monotonic() - start, "student_dir": str(out),
+            **{k: v for k, v in result.items() if k.startswith("val_") or k == "signal"}}
+
+
+def _taylor_batch(data: PortraitData, batch_size: int):
+    paired = [i for i in range(len(data.styles)) if data.is_paired(i)]
+    if not paired:
+        raise StylepressError("compress.importance = 'taylor' needs a built-in (paired) style for its gradients")
+    batch = data.sample(paired[0], batch_size, torch.Generator().manual_seed(0))
+    return batch.photo, batch.style, batch.real
+
+
+def _plot_sweep(report: dict, styles: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stylepress.fsutil import atomic_path
+
+    points = report["points"]
+    x = [p["macs_reduction"] for p in points]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in styles:
+        ax1.plot(x, [p.get(f"val_psnr_{name}") for p in points], "o-", label=name)
+        ax2.plot(x, [p.get(f"val_ssim_{name}") for p in points], "o-", label=name)
+    for ax, label in ((ax1, "PSNR to teacher (dB)"), (ax2, "SSIM to teacher")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"MACs reduction (teacher {report['teacher_macs'] / 1e9:.1f} GMACs at {report['resolution']}²)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle("compression frontier: val portraits, student vs teacher")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

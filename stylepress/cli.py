@@ -64,6 +64,32 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
 
 
 @app.command()
+def compress(config: ConfigArg, out: OutOpt = None,
+             resume: Annotated[bool, typer.Option("--resume", help="Continue from student/state.pt.")] = False,
+             force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False,
+             sweep: Annotated[str | None, typer.Option(
+                 help="MACs reductions, e.g. 2,4,8,16,20: one student each, plus sweep.json/png.")] = None):
+    """Prune the run's teacher (torch-pruning) and distil it into student/."""
+    cfg = load_config(config)
+    factors = None
+    if sweep is not None:
+        try:
+            factors = [float(f) for f in sweep.split(",")]
+        except ValueError:
+            raise StylepressError(f"--sweep {sweep!r}: give MACs reductions like 2,4,8,20") from None
+        if any(f <= 1 for f in factors):
+            raise StylepressError(f"--sweep {sweep!r}: every reduction must be above 1")
+    from stylepress import compress as compress_stage
+
+    result = compress_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force, sweep=factors)
+    for point in result.get("points", [result]):
+        scores = "  ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in point.items()
+                           if k.startswith("val_") and isinstance(v, float))
+        console.print(f"{point['macs_reduction']:.1f}x fewer MACs ({point['student_macs'] / 1e9:.2f} G): "
+                      f"{point['student_dir']}  {scores}")
+
+
+@app.command()
 def export(config: ConfigArg, out: OutOpt = None):
     """Export the run's teacher (and student) to ONNX, gated on ONNX Runtime parity; writes <run>/export/."""
     cfg = load_config(config)

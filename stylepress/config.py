@@ -103,6 +103,44 @@ class TrainConfig(_Section):
     device: Str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
+class CompressConfig(_Section):
+    # How much to prune: target_macs ("2.8G", at the serving resolution) or ratio (torch-pruning's
+    # pruning_ratio, the fraction of channels removed). Neither: ratio 0.5.
+    target_macs: Str | None = Field(None, pattern=r"^\d+(\.\d+)?[KMGT]?$")
+    ratio: Float | None = Field(None, gt=0, lt=1)
+    importance: Literal["l1", "l2", "taylor"] = "l1"
+    global_pruning: Bool = False
+    iterative_steps: Int = Field(1, ge=1, le=100)
+    round_to: Int = Field(8, ge=1, le=256)  # channel multiple, for fast kernels
+    ignored: tuple[Str, ...] = ()  # layer names never pruned, e.g. "blocks.0.conv1.conv"
+    distill_steps: Int = Field(2000, ge=0)
+    batch_size: Int = Field(4, ge=1, le=1024)
+    lr: Float = Field(2e-4, gt=0, le=1.0)
+    lambda_l1: Float = Field(1.0, ge=0)  # output vs teacher output
+    lambda_ssim: Float = Field(1.0, ge=0)  # 1 - SSIM(output, teacher output)
+    lambda_feat: Float = Field(1.0, ge=0)  # MSE of 1x1-adapted student features to the teacher's
+    lambda_adv: Float = Field(0.0, ge=0)  # GAN term with the teacher's discriminator (0: off)
+    ema_decay: Float = Field(0.999, ge=0, lt=1)
+    val_every: Int = Field(200, ge=1)
+    checkpoint_every: Int = Field(200, ge=1)
+    log_every: Int = Field(10, ge=1)
+    device: Str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+
+    @field_validator("ratio")
+    @classmethod
+    def _one_of(cls, ratio: float | None, info: ValidationInfo) -> float | None:
+        if ratio is not None and info.data.get("target_macs") is not None:
+            raise ValueError("give target_macs or ratio, not both")
+        return ratio
+
+    @property
+    def target_macs_value(self) -> float | None:
+        if self.target_macs is None:
+            return None
+        scale = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(self.target_macs[-1], 1)
+        return float(self.target_macs.rstrip("KMGT")) * scale
+
+
 class ExportConfig(_Section):
     opset: Int = Field(18, ge=17, le=20)  # TensorRT 10 and 11 parse opsets up to 20
     parity_tolerance: Float = Field(1e-4, gt=0)  # max |ONNX Runtime - PyTorch| on val portraits
@@ -127,6 +165,7 @@ class Config(_Section):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    compress: CompressConfig = CompressConfig()
     export: ExportConfig = ExportConfig()
     serving: ServingConfig = ServingConfig()
 

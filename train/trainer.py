@@ -77,10 +77,10 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     n_styles = len(data.styles)
     G = build_generator(spec).to(device)
     D = build_discriminator(cfg.model, n_styles).to(device)
-    ema = AveragedModel(G, avg_fn=_ema_avg(tc.ema_decay), use_buffers=True)
+    ema = AveragedModel(G, avg_fn=ema_avg(tc.ema_decay), use_buffers=True)
     opt_G = torch.optim.Adam(G.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    decay = _linear_decay(tc.steps, tc.decay_from)
+    decay = linear_decay(tc.steps, tc.decay_from)
     sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, decay)
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)
@@ -90,7 +90,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     if resume:
         prog = _load_state(out / STATE_FILE, cfg, modules, gen, rank, world)
         if main:
-            _truncate_log(out / "log.jsonl", prog.step)
+            truncate_log(out / "log.jsonl", prog.step)
             log.info("resumed %s at step %d", out, prog.step)
     elif main:
         out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     status, stop_signal = "done", []
     window, window_steps = {}, 0  # loss sums since the last log record
 
-    with _catch_signals(stop_signal), progress_bar(tc.steps, "train", enabled=main and show_progress) as bar:
+    with catch_signals(stop_signal), progress_bar(tc.steps, "train", enabled=main and show_progress) as bar:
         bar.advance(prog.step)
         while prog.step < tc.steps and not stop_signal:
             style = prog.step % n_styles
@@ -124,7 +124,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                 real_logits, fake_logits = logits.float().chunk(2)
                 d_loss = losses.gan_d(real_logits, fake_logits, tc.gan_loss)
             d_value = d_loss.item()
-            _check_finite(prog.step + 1, out, {"d_loss": d_value})
+            check_finite(prog.step + 1, out, {"d_loss": d_value})
             opt_D.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_D.step()
@@ -144,7 +144,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                           + tc.lambda_adv * terms["l_adv"])
             D.requires_grad_(True)
             values = {"g_loss": g_loss.item(), "d_loss": d_value, **{k: v.item() for k, v in terms.items()}}
-            _check_finite(prog.step + 1, out, values)
+            check_finite(prog.step + 1, out, values)
             opt_G.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_G.step()
@@ -161,7 +161,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
                 # Means over the steps since the last record, so every style is represented.
                 record = {"step": prog.step, **{k: v / window_steps for k, v in window.items()},
                           "lr": sched_G.get_last_lr()[0]}
-                _append_log(out / "log.jsonl", record)
+                append_log(out / "log.jsonl", record)
                 bar.update(f"g {record['g_loss']:.3f}  d {record['d_loss']:.3f}")
             if prog.step % tc.log_every == 0:
                 window, window_steps = {}, 0
@@ -192,7 +192,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
 
 # -- optimisation helpers ---------------------------------------------------------------------------
 
-def _linear_decay(steps: int, decay_from: float):
+def linear_decay(steps: int, decay_from: float):
     start = int(steps * decay_from)
 
     def factor(step: int) -> float:  # constant, then linear to 0 (CycleGAN's schedule)
@@ -200,7 +200,7 @@ def _linear_decay(steps: int, decay_from: float):
     return factor
 
 
-def _ema_avg(decay: float):
+def ema_avg(decay: float):
     def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         # Warm-up (as TF's ExponentialMovingAverage with num_updates): short runs are not
         # dominated by the random initialisation.
@@ -209,7 +209,7 @@ def _ema_avg(decay: float):
     return avg
 
 
-def _check_finite(step: int, out: Path, values: dict[str, float]) -> None:
+def check_finite(step: int, out: Path, values: dict[str, float]) -> None:
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         desc = ", ".join(f"{k}={v}" for k, v in bad.items())
@@ -220,7 +220,7 @@ def _check_finite(step: int, out: Path, values: dict[str, float]) -> None:
 # -- validation -------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _outputs(G, photos: torch.Tensor, style: int, device, batch: int = 8) -> torch.Tensor:
+def generate(G, photos: torch.Tensor, style: int, device, batch: int = 8) -> torch.Tensor:
     outs = []
     for chunk in photos.split(batch):
         s = torch.full((len(chunk),), style, dtype=torch.long, device=device)
@@ -254,7 +254,7 @@ def _validate(G, data: PortraitData, device, baseline: dict, cap: int, step: int
     columns = [photos[:SAMPLE_ROWS]]
     psnrs, ssims = [], []
     for i, name in enumerate(data.style_names):
-        output = _outputs(G, photos, i, device)
+        output = generate(G, photos, i, device)
         columns.append(output[:SAMPLE_ROWS])
         # Val losses: the terms that need no discriminator (its features drift as it trains).
         record[f"val_l_content_{name}"] = losses.content_loss(output, photos).item()
@@ -267,7 +267,7 @@ def _validate(G, data: PortraitData, device, baseline: dict, cap: int, step: int
     if psnrs:
         record["val_psnr"], record["val_ssim"] = sum(psnrs) / len(psnrs), sum(ssims) / len(ssims)
     record.update(baseline)
-    _append_log(out / "log.jsonl", record)
+    append_log(out / "log.jsonl", record)
     rows = [[to_image(col[r]) for col in columns] for r in range(len(columns[0]))]
     save_image(grid(rows, ["input", *data.style_names]), out / "samples.png")
     G.train(was_training)
@@ -321,7 +321,7 @@ def _load_state(path: Path, cfg: Config, modules: dict, gen: torch.Generator, ra
     return _Progress(state["step"], state["best_psnr"], state["bad_vals"])
 
 
-def _append_log(path: Path, record: dict) -> None:
+def append_log(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
@@ -337,7 +337,7 @@ def read_log(path: Path) -> list[dict]:
     return records
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """On resume, drop what was logged after the checkpoint: those steps are run again."""
     kept = [r for r in read_log(path) if r.get("step", 0) <= step]
     write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -376,7 +376,7 @@ def _broadcast_flag(flag: bool, device) -> bool:
 
 
 @contextlib.contextmanager
-def _catch_signals(received: list):
+def catch_signals(received: list):
     """SIGINT/SIGTERM finish the current step, save a checkpoint, then return."""
     def handler(signum, _frame):
         received.append(signum)

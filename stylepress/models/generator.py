@@ -32,12 +32,13 @@ class ConvNormReLU(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, dim, norm="instance", num_styles=1):
+    def __init__(self, dim, norm="instance", num_styles=1, inner=None):
         super().__init__()
         bias = norm != "batch"
-        self.conv1 = ConvNormReLU(dim, dim, 3, reflect_pad=1, norm=norm, num_styles=num_styles)
+        inner = inner or dim  # pruning narrows the block's inside; the trunk width `dim` is shared
+        self.conv1 = ConvNormReLU(dim, inner, 3, reflect_pad=1, norm=norm, num_styles=num_styles)
         self.pad2 = nn.ReflectionPad2d(1)
-        self.conv2 = nn.Conv2d(dim, dim, 3, bias=bias)
+        self.conv2 = nn.Conv2d(inner, dim, 3, bias=bias)
         self.norm2 = StyleNorm(dim, norm, num_styles)
 
     def forward(self, x, style=None):
@@ -48,21 +49,30 @@ class ResnetGenerator(nn.Module):
     size_multiple = 4  # two stride-2 stages
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", num_styles: int = 1,
-                 residual: bool = False):
+                 residual: bool = False, widths: dict | None = None):
+        """`widths` (from `layer_widths` of a pruned model) overrides the widths `ngf` implies."""
         super().__init__()
         self.num_styles, self.residual = num_styles, residual
+        w = widths or {"stem": ngf, "down": [ngf * 2, ngf * 4], "inner": [ngf * 4] * n_blocks,
+                       "up": [ngf * 2, ngf]}
         kw = dict(norm=norm, num_styles=num_styles)
-        self.stem = ConvNormReLU(3, ngf, 7, reflect_pad=3, **kw)
+        trunk = w["down"][1]  # the residual trunk: every block's input and output
+        self.stem = ConvNormReLU(3, w["stem"], 7, reflect_pad=3, **kw)
         self.down = nn.ModuleList([
-            ConvNormReLU(ngf, ngf * 2, 3, stride=2, **kw),
-            ConvNormReLU(ngf * 2, ngf * 4, 3, stride=2, **kw),
+            ConvNormReLU(w["stem"], w["down"][0], 3, stride=2, **kw),
+            ConvNormReLU(w["down"][0], trunk, 3, stride=2, **kw),
         ])
-        self.blocks = nn.ModuleList([ResnetBlock(ngf * 4, **kw) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([ResnetBlock(trunk, inner=c, **kw) for c in w["inner"]])
         self.up = nn.ModuleList([
-            ConvNormReLU(ngf * 4, ngf * 2, 3, stride=2, transpose=True, **kw),
-            ConvNormReLU(ngf * 2, ngf, 3, stride=2, transpose=True, **kw),
+            ConvNormReLU(trunk, w["up"][0], 3, stride=2, transpose=True, **kw),
+            ConvNormReLU(w["up"][0], w["up"][1], 3, stride=2, transpose=True, **kw),
         ])
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh())
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w["up"][1], 3, 7), nn.Tanh())
+
+    def layer_widths(self) -> dict:
+        """The output width of every prunable layer, enough to rebuild this (pruned) generator."""
+        return {"stem": self.stem.conv.out_channels, "down": [m.conv.out_channels for m in self.down],
+                "inner": [b.conv1.conv.out_channels for b in self.blocks], "up": [m.conv.out_channels for m in self.up]}
 
     def forward(self, image: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         x = self.stem(image, style)

@@ -25,7 +25,7 @@ class StyleNorm(nn.Module):
             self.norm = nn.Identity()
         else:
             raise ValueError(f"unknown norm {norm!r}")
-        self.num_styles = num_styles
+        self.num_styles, self.channels = num_styles, channels  # channels: kept current by the pruner
         if conditional:
             self.weight = nn.Parameter(torch.ones(num_styles, channels))
             self.bias = nn.Parameter(torch.zeros(num_styles, channels))

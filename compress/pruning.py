@@ -1,0 +1,182 @@
+"""Structured channel pruning of a generator with torch-pruning's DepGraph.
+
+DepGraph finds coupled channels (the residual trunk, conv -> norm -> conv chains, transposed
+convs); this module adds what it cannot know: a pruner for the conditional norm's per-style
+scale/shift tables, out-of-place activations before tracing (DESIGN.md: an in-place ReLU after a
+norm hides that norm), the output conv kept whole, and a search for the ratio that meets a MACs
+target. Every pruned model is run and rebuilt from its spec before it is accepted.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from stylepress.errors import StylepressError
+from stylepress.models import build_generator
+from stylepress.models.layers import StyleNorm
+
+log = logging.getLogger(__name__)
+MACS_TOLERANCE = 0.03  # target_macs is met within 3%
+
+
+class StyleNormPruner(tp.pruner.BasePruningFunc):
+    """Prunes a StyleNorm's channels: the per-style tables' columns and the wrapped norm's state."""
+
+    TARGET_MODULES = (StyleNorm,)
+
+    def prune_out_channels(self, layer: StyleNorm, idxs) -> StyleNorm:
+        keep = [i for i in range(layer.channels) if i not in set(idxs)]
+        if layer.num_styles > 1:
+            layer.weight = nn.Parameter(layer.weight.data[:, keep].clone())
+            layer.bias = nn.Parameter(layer.bias.data[:, keep].clone())
+        if isinstance(layer.norm, nn.BatchNorm2d):
+            tp.prune_batchnorm_out_channels(layer.norm, idxs)
+        elif isinstance(layer.norm, nn.InstanceNorm2d):
+            layer.norm.num_features = len(keep)
+        layer.channels = len(keep)
+        return layer
+
+    prune_in_channels = prune_out_channels  # a norm's input and output channels are the same ones
+
+    def get_out_channels(self, layer: StyleNorm) -> int:
+        return layer.channels
+
+    get_in_channels = get_out_channels
+
+
+IMPORTANCE = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "taylor": lambda: tp.importance.TaylorImportance(),
+}
+
+
+@dataclass
+class Pruned:
+    model: nn.Module
+    spec: dict
+    ratio: float
+    macs: int
+    params: int
+
+
+def count(model: nn.Module, spec: dict, resolution: int) -> tuple[int, int]:
+    """(MACs, params) of one resolution x resolution image, torch-pruning's counter."""
+    macs, params = tp.utils.count_ops_and_params(model, example_inputs(spec, resolution))
+    return int(macs), int(params)
+
+
+def example_inputs(spec: dict, size: int, batch: int = 1) -> tuple:
+    return torch.zeros(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)
+
+
+def make_activations_out_of_place(model: nn.Module) -> int:
+    """Turn every `inplace=True` module off; return how many there were."""
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+            changed += 1
+    return changed
+
+
+def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", global_pruning: bool = False,
+          iterative_steps: int = 1, round_to: int = 8, ignored: tuple[str, ...] = (), resolution: int = 256,
+          taylor_batch: tuple | None = None, layer_ratios: dict[str, float] | None = None) -> Pruned:
+    """Remove `ratio` of the prunable channels (torch-pruning's pruning_ratio) from a copy of `model`;
+    `layer_ratios` sets other ratios for named layers (torch-pruning's pruning_ratio_dict)."""
+    model = copy.deepcopy(model).eval().requires_grad_(True)  # DepGraph traces autograd: grads must be on
+    if make_activations_out_of_place(model):
+        log.info("made in-place activations out-of-place so that pruning sees every norm layer")
+    names = dict(model.named_modules())
+    missing = [n for n in ignored if n not in names]
+    if missing:
+        raise StylepressError(f"compress.ignored: no layer named {missing[0]!r} (layers look like 'blocks.0.conv2')")
+    # The output conv keeps its 3 channels, and so does anything the user names.
+    ignored_layers = [model.head[1], *(names[n] for n in ignored)]
+    pruner = tp.pruner.MetaPruner(
+        model, example_inputs(spec, 64), importance=IMPORTANCE[importance](), global_pruning=global_pruning,
+        pruning_ratio=ratio, iterative_steps=iterative_steps, round_to=round_to, ignored_layers=ignored_layers,
+        pruning_ratio_dict={names[n]: r for n, r in (layer_ratios or {}).items()} or None,
+        customized_pruners={StyleNorm: StyleNormPruner()}, root_module_types=[nn.Conv2d, nn.ConvTranspose2d])
+    for _ in range(iterative_steps):
+        if importance == "taylor":
+            _taylor_gradients(model, taylor_batch)
+        pruner.step()
+    model.zero_grad(set_to_none=True)
+    new_spec = {**spec, "kwargs": {**spec["kwargs"], "widths": model.layer_widths()}}
+    check_pruned(model, new_spec)
+    macs, params = count(model, new_spec, resolution)
+    return Pruned(model, new_spec, ratio, macs, params)
+
+
+def _taylor_gradients(model: nn.Module, batch: tuple | None) -> None:
+    """Taylor importance needs gradients: those of the L1 distance to the paired style targets."""
+    if batch is None:
+        raise StylepressError("importance 'taylor' needs a batch of photos with paired style targets")
+    photo, style, target = batch
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.l1_loss(model(photo, style), target).backward()
+
+
+def check_pruned(model: nn.Module, spec: dict) -> None:
+    """Run the pruned model and rebuild it from its spec; refuse a model that fails either."""
+    try:
+        rebuilt = build_generator(spec)
+        rebuilt.load_state_dict(model.state_dict(), strict=True)
+        for h, w in ((64, 64), (36, 52)):  # square and not: every layer's shapes must line up
+            x, style = torch.randn(2, 3, h, w), torch.tensor([0, spec["kwargs"]["num_styles"] - 1])
+            with torch.no_grad():
+                y = model(x, style)
+            if y.shape != x.shape or not torch.allclose(y, rebuilt.eval()(x, style), atol=1e-5):
+                raise RuntimeError(f"output {tuple(y.shape)} for input {tuple(x.shape)}")
+    except (RuntimeError, KeyError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise StylepressError(f"pruning produced a broken model, not saved: {reason}") from None
+
+
+def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: int, **options) -> Pruned:
+    """Find the pruning ratio whose model lands within 3% of `target_macs`.
+
+    With `round_to`, MACs fall in steps as the uniform ratio grows; when no uniform ratio lands
+    close enough, the residual blocks' inner widths (coupled to nothing else) take a second,
+    finer ratio on top of the largest uniform ratio that stays above the target.
+    """
+    base, _ = count(model, spec, resolution)
+    if target_macs >= base:
+        raise StylepressError(f"compress.target_macs {target_macs:.3g} is not below the teacher's {base:.3g} MACs")
+    inner = [f"{name}.conv" for name, m in model.named_modules() if name.endswith(".conv1")]
+
+    def search(make, low: float, high: float) -> tuple[Pruned | None, Pruned | None]:
+        above = None  # the smallest model still above the target
+        for _ in range(16):
+            pruned = make((low + high) / 2)
+            if abs(pruned.macs - target_macs) <= MACS_TOLERANCE * target_macs:
+                return pruned, above
+            if pruned.macs > target_macs:
+                low, above = pruned.ratio, pruned
+            else:
+                high = pruned.ratio
+        return None, above
+
+    found, above = search(lambda r: prune(model, spec, r, resolution=resolution, **options), 0.0, 0.99)
+    if found is None and above is not None and inner:
+        r0 = above.ratio
+
+        def with_inner(r: float) -> Pruned:
+            pruned = prune(model, spec, r0, resolution=resolution, layer_ratios=dict.fromkeys(inner, r), **options)
+            pruned.ratio = r  # the searched variable
+            return pruned
+        found, _ = search(with_inner, r0, 0.99)
+        if found is not None:
+            found.ratio = r0
+    if found is None:
+        hint = "try compress.round_to = 1 or " if options.get("round_to", 8) > 1 else "the model is too narrow: try "
+        raise StylepressError(f"no pruning ratio lands within 3% of {target_macs:.3g} MACs; {hint}another target")
+    return found
