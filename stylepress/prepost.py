@@ -35,7 +35,7 @@ def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
     except Image.DecompressionBombError:
         raise ImageError(f"image dimensions are over the {max_pixels}-pixel limit") from None
     except Exception:  # Pillow raises several types for undecodable bytes
-        raise ImageError("not a JPEG, PNG or WebP image") from None
+        raise ImageError("not a valid JPEG, PNG or WebP image") from None
     w, h = im.size
     if w == 0 or h == 0:
         raise ImageError(f"zero-size image ({w}x{h})")

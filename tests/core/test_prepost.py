@@ -1,6 +1,8 @@
 """The pre/post-processing shared by offline inference and Triton's Python backend."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -34,8 +36,8 @@ def test_decode_gives_rgb_and_composites_transparency_on_white(mode):
 
 @pytest.mark.parametrize("data, limits, message", [
     (b"", {}, "empty image payload"),
-    (b"\x00" * 100, {}, "not a JPEG, PNG or WebP"),
-    (_encode(Image.new("RGB", (10, 10)), "BMP"), {}, "not a JPEG, PNG or WebP"),
+    (b"\x00" * 100, {}, "not a valid JPEG, PNG or WebP"),
+    (_encode(Image.new("RGB", (10, 10)), "BMP"), {}, "not a valid JPEG, PNG or WebP"),
     (_encode(Image.new("RGB", (300, 200)), "PNG"), {"max_pixels": 50_000}, "60000 pixels, over the 50000"),
     (b"x" * 2048, {"max_bytes": 1024}, "over the 1024-byte limit"),
 ])
@@ -43,6 +45,14 @@ def test_decode_rejects_bad_input_with_one_line(data, limits, message):
     with pytest.raises(prepost.ImageError, match=message) as info:
         prepost.decode(data, **limits)
     assert "\n" not in str(info.value)
+
+
+def test_zero_size_png_is_rejected():
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    with pytest.raises(prepost.ImageError):
+        prepost.decode(data)
 
 
 def test_truncated_jpeg_is_rejected():

@@ -89,7 +89,7 @@ def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(served, grpc):
     client = Client(served.server.grpc_url if grpc else served.server.http_url, grpc=grpc)
     good = _portraits(served)[0]
     cases = {
-        b"this is not an image": ("sketch", "not a JPEG, PNG or WebP"),
+        b"this is not an image": ("sketch", "not a valid JPEG, PNG or WebP"),
         good[: len(good) // 2]: ("sketch", "cannot decode image"),  # truncated JPEG
         b"": ("sketch", "empty image payload"),
         _huge_png_header(): ("sketch", "pixel limit"),
