@@ -199,3 +199,11 @@ def test_bad_sweep_is_a_one_line_error(tmp_path):
     config, run_dir = tiny_run(tmp_path)
     result = run_cli("compress", config, "--out", run_dir, "--sweep", "2,x")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--sweep" in result.stderr
+
+
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+def test_other_importances_prune_to_a_runnable_model(importance):
+    photo, style = _inputs(64, 64)
+    batch = (photo, style, torch.tanh(photo * 2)) if importance == "taylor" else None
+    pruned = prune(_model(), SMALL, 0.5, importance=importance, resolution=64, taylor_batch=batch)
+    assert pruned.model(*_inputs()).shape == (2, 3, 48, 64) and pruned.macs < count(_model(), SMALL, 64)[0]
