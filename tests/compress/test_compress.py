@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import torch_pruning as tp
-from conftest import TINY_SPEC, run_cli, tiny_run
+from conftest import TINY_SPEC, run_cli, tiny_run, write_config
 from torch import nn
 
 from stylepress import export
@@ -207,3 +207,17 @@ def test_other_importances_prune_to_a_runnable_model(importance):
     batch = (photo, style, torch.tanh(photo * 2)) if importance == "taylor" else None
     pruned = prune(_model(), SMALL, 0.5, importance=importance, resolution=64, taylor_batch=batch)
     assert pruned.model(*_inputs()).shape == (2, 3, 48, 64) and pruned.macs < count(_model(), SMALL, 64)[0]
+
+
+def test_adversarial_term_uses_the_trained_teachers_discriminator(tmp_path, demo_photos):
+    config = write_config(tmp_path, demo_photos, styles=("sketch", "oil"), steps=2,
+                          body="[compress]\nratio = 0.5\nround_to = 1\ndistill_steps = 3\nbatch_size = 2\n"
+                               "val_every = 3\nlambda_adv = 0.1\n")
+    assert run_cli("train", config, "--out", tmp_path / "run").returncode == 0
+    result = run_cli("compress", config, "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "student" / "log.jsonl").read_text().splitlines()]
+    assert all("adv" in r for r in records if "loss" in r)
+    (tmp_path / "run" / "teacher" / "state.pt").unlink()
+    result = run_cli("compress", config, "--out", tmp_path / "run", "--force")
+    assert result.returncode == 2 and "teacher's discriminator" in result.stderr
