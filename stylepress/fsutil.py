@@ -17,9 +17,9 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are ordinary files
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 (and some writers replace the file): artifacts are ordinary
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

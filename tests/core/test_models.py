@@ -88,3 +88,12 @@ def test_norm_layers_match_cyclegan_for_one_style():
     norms = [m.norm for m in model.modules() if hasattr(m, "num_styles") and isinstance(m, nn.Module)
              and hasattr(m, "norm")]
     assert norms and all(isinstance(n, nn.BatchNorm2d) and n.affine for n in norms)
+
+
+def test_saved_weights_are_ordinary_readable_files(tmp_path):
+    import stat
+
+    from stylepress.models import save_weights
+
+    save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
