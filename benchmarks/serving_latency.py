@@ -29,7 +29,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
     run_dir = Path(run_dir)
     repo = run_dir / serving.REPOSITORY
     serving.check_repository(repo)
-    model = "student" if (run_dir / "export" / onnx_name("student")).is_file() else "teacher"
+    model = serving.served_model(run_dir, cfg.serving.model)  # the model the repository serves
     data = val_image_paths(cfg.data)[0].read_bytes()
     size = cfg.serving_resolution
     session = ort.InferenceSession(str(run_dir / "export" / onnx_name(model)), providers=["CPUExecutionProvider"])
@@ -51,8 +51,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
         bar.advance()
         results["onnxruntime_full_path"] = _time(in_process_full, repeats, warmup)
         bar.advance()
-        ports = {k: serving.free_port() for k in ("http_port", "grpc_port", "metrics_port")}
-        with serving.Server(serving.install(), repo, run_dir / "tritonserver.log", **ports) as server:
+        with serving.local_server(repo, run_dir / "tritonserver.log") as server:
             server.wait_ready()
             client = serving.Client(server.http_url)
             results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)

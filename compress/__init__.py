@@ -37,15 +37,17 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     if spec["arch"] != "resnet":
         raise StylepressError(f"compress supports ResNet generators, not {spec['arch']!r}")
     data = PortraitData(cfg.data, cfg.crop)
-    base_macs, _ = count(teacher, spec, cfg.serving_resolution)
+    teacher_count = count(teacher, spec, cfg.serving_resolution)  # (MACs, params), once for every student
+    base_macs = teacher_count[0]
     if not sweep:
-        return _one(cfg, run_dir, teacher, spec, data, run_dir / "student", cfg.compress.target_macs_value,
-                    resume, force, show_progress)
+        return _one(cfg, run_dir, teacher, spec, teacher_count, data, run_dir / "student",
+                    cfg.compress.target_macs_value, resume, force, show_progress)
     points = []
     for factor in sweep:
         out = run_dir / "student" / "sweep" / f"x{factor:g}"
-        points.append({"factor": factor, **_one(cfg, run_dir, teacher, spec, data, out, base_macs / factor,
-                                                resume and (out / STATE_FILE).exists(), force, show_progress)})
+        points.append({"factor": factor, **_one(cfg, run_dir, teacher, spec, teacher_count, data, out,
+                                                base_macs / factor, resume and (out / STATE_FILE).exists(), force,
+                                                show_progress)})
     report = {"teacher_macs": base_macs, "resolution": cfg.serving_resolution, "points": points,
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "torch": torch.__version__}
@@ -54,8 +56,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     return report
 
 
-def _one(cfg: Config, run_dir: Path, teacher, spec: dict, data: PortraitData, out: Path,
-         target_macs: float | None, resume: bool, force: bool, show_progress: bool) -> dict:
+def _one(cfg: Config, run_dir: Path, teacher, spec: dict, teacher_count: tuple[int, int], data: PortraitData,
+         out: Path, target_macs: float | None, resume: bool, force: bool, show_progress: bool) -> dict:
     cc = cfg.compress
     if not resume and (out / STATE_FILE).exists() and not force:
         raise StylepressError(f"{out} already holds a distillation checkpoint: pass --resume to continue it "
@@ -76,7 +78,7 @@ def _one(cfg: Config, run_dir: Path, teacher, spec: dict, data: PortraitData, ou
         else:
             pruned = prune(teacher, spec, cc.ratio or 0.5, resolution=cfg.serving_resolution, **options)
         student, student_spec = pruned.model, pruned.spec
-        teacher_macs, teacher_params = count(teacher, spec, cfg.serving_resolution)
+        teacher_macs, teacher_params = teacher_count
         prune_report = {"resolution": cfg.serving_resolution, "teacher_macs": teacher_macs,
                         "student_macs": pruned.macs, "teacher_params": teacher_params,
                         "student_params": pruned.params, "macs_reduction": teacher_macs / pruned.macs,

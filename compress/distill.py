@@ -37,6 +37,7 @@ from stylepress.train.trainer import (
     ema_avg,
     generate,
     linear_decay,
+    resolve_device,
     truncate_log,
 )
 
@@ -73,8 +74,7 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
     """Fine-tune `student` toward `teacher`; write out/{weights,last}.safetensors, log.jsonl,
     samples.png, state.pt. Returns the last validation record (student vs teacher)."""
     cc = cfg.compress
-    device = torch.device("cuda" if cc.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cc.device == "auto" else cc.device))
+    device = resolve_device(cc.device, "compress.device")
     teacher, student = teacher.to(device).eval().requires_grad_(False), student.to(device).train()
     val_photos = to_unit(torch.stack(data.val))
     teacher_val = {i: generate(teacher, val_photos, i, device) for i in range(len(spec["styles"]))}

@@ -68,12 +68,12 @@ class Pruned:
 
 def count(model: nn.Module, spec: dict, resolution: int) -> tuple[int, int]:
     """(MACs, params) of one resolution x resolution image, torch-pruning's counter."""
-    macs, params = tp.utils.count_ops_and_params(model, example_inputs(spec, resolution))
+    macs, params = tp.utils.count_ops_and_params(model, example_inputs(resolution))
     return int(macs), int(params)
 
 
-def example_inputs(spec: dict, size: int, batch: int = 1) -> tuple:
-    return torch.zeros(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)
+def example_inputs(size: int) -> tuple:
+    return torch.zeros(1, 3, size, size), torch.zeros(1, dtype=torch.long)
 
 
 def make_activations_out_of_place(model: nn.Module) -> int:
@@ -101,7 +101,7 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
     # The output conv keeps its 3 channels, and so does anything the user names.
     ignored_layers = [model.head[1], *(names[n] for n in ignored)]
     pruner = tp.pruner.MetaPruner(
-        model, example_inputs(spec, 64), importance=IMPORTANCE[importance](), global_pruning=global_pruning,
+        model, example_inputs(64), importance=IMPORTANCE[importance](), global_pruning=global_pruning,
         pruning_ratio=ratio, iterative_steps=iterative_steps, round_to=round_to, ignored_layers=ignored_layers,
         pruning_ratio_dict={names[n]: r for n, r in (layer_ratios or {}).items()} or None,
         customized_pruners={StyleNorm: StyleNormPruner()}, root_module_types=[nn.Conv2d, nn.ConvTranspose2d])

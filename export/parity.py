@@ -16,7 +16,7 @@ BATCHES = (1, 3)
 def parity_inputs(photos: list[Image.Image], h: int, w: int, batch: int) -> np.ndarray:
     """`batch` portraits resized to h x w, float32 NCHW in [-1, 1]."""
     arrs = [np.asarray(photos[i % len(photos)].resize((w, h), Image.BICUBIC)) for i in range(batch)]
-    return (np.stack(arrs).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+    return np.stack(arrs).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 @torch.no_grad()

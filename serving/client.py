@@ -75,14 +75,16 @@ class Client:
         return tensor
 
     def _config(self, model: str) -> dict:
-        if self.grpc:
-            return json.loads(_to_json(self._client.get_model_config(model, as_json=True)))["config"]
+        if self.grpc:  # as_json gives the protobuf as a dict, wrapped in {"config": ...}
+            return self._client.get_model_config(model, as_json=True)["config"]
         return self._client.get_model_config(model)
 
     def _find_ensemble(self) -> str:
-        index = self._client.get_model_repository_index(as_json=True) if self.grpc else \
-            self._client.get_model_repository_index()
-        names = [m["name"] for m in (index.get("models", []) if isinstance(index, dict) else index)]
+        if self.grpc:
+            models = self._client.get_model_repository_index(as_json=True).get("models", [])
+        else:
+            models = self._client.get_model_repository_index()
+        names = [m["name"] for m in models]
         ensembles = [n for n in names if self._config(n).get("platform") == "ensemble"]
         if len(ensembles) != 1:
             raise StylepressError(f"cannot tell which model to call (ensembles: {ensembles or 'none'}): pass --model")
@@ -95,10 +97,6 @@ class Client:
             return None
         params = self._config(f"{self.model}_preprocess").get("parameters", {})
         return json.loads(params["styles"]["string_value"])
-
-
-def _to_json(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _message(exc: Exception) -> str:

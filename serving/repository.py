@@ -36,7 +36,7 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     """Write the repository for the run's exported model, check it, and return its path."""
     run_dir = Path(run_dir)
     sc, name = cfg.serving, cfg.model_name
-    model = _pick_model(run_dir, sc.model)
+    model = served_model(run_dir, sc.model)
     onnx_path = run_dir / "export" / onnx_name(model)
     if not onnx_path.is_file():
         raise StylepressError(f"{onnx_path} not found: run `stylepress export` first")
@@ -108,7 +108,8 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     return repo
 
 
-def _pick_model(run_dir: Path, which: str) -> str:
+def served_model(run_dir: Path, which: str) -> str:
+    """`serving.model` resolved: "auto" is the student when the run has one."""
     if which != "auto":
         return which
     return "student" if (run_dir / "student" / ARCH_FILE).is_file() else "teacher"

@@ -179,5 +179,12 @@ class Server:
         self.stop()
 
 
+def local_server(repo: Path, log_path: Path, log=print) -> Server:
+    """The managed runtime serving `repo` on free loopback ports (started; wait_ready() next)."""
+    runtime = install(log=log)
+    ports = {k: free_port() for k in ("http_port", "grpc_port", "metrics_port")}
+    return Server(runtime, repo, log_path, **ports)
+
+
 def _host(address: str) -> str:
     return "127.0.0.1" if address in ("0.0.0.0", "") else address

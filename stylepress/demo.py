@@ -4,6 +4,7 @@ tritonserver on free local ports, stylize the photos through it, and stop the se
 
 from __future__ import annotations
 
+import io
 import shutil
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -52,10 +53,9 @@ def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
         return result
     export.run(cfg, run_dir)
     result.repository = serving.write_repository(cfg, run_dir)
-    runtime = serving.install(log=log)
-    ports = {k: serving.free_port() for k in ("http_port", "grpc_port", "metrics_port")}
+    server = serving.local_server(result.repository, run_dir / "tritonserver.log", log=log)
     log("starting tritonserver")
-    with serving.Server(runtime, result.repository, run_dir / "tritonserver.log", **ports) as server:
+    with server:
         server.wait_ready()
         log(f"serving at {server.http_url}")
         client = serving.Client(server.http_url)
@@ -67,7 +67,7 @@ def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
                 path = run_dir / "served" / f"{photo.stem}.{style}.png"
                 write_bytes(path, png)
                 result.outputs.append(path)
-                row.append(Image.open(path).convert("RGB"))
+                row.append(Image.open(io.BytesIO(png)).convert("RGB"))
     result.grid = run_dir / "served" / "grid.png"
     save_image(grid(rows, ["input", *(f"{s} (via Triton)" for s in client.styles)]), result.grid)
     return result

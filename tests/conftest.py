@@ -142,10 +142,7 @@ def served(tmp_path_factory) -> Served:
     cfg = load_config(config)
     onnx_path = export.run(cfg, run_dir, show_progress=False)["teacher"]
     repo = serving.write_repository(cfg, run_dir)
-    runtime = serving.install()
-    ports = {k: serving.free_port() for k in ("http_port", "grpc_port", "metrics_port")}
-    server = serving.Server(runtime, repo, run_dir / "tritonserver.log", **ports)
-    with server:
+    with serving.local_server(repo, run_dir / "tritonserver.log") as server:
         server.wait_ready()
         yield Served(server, run_dir, repo, config.parent / "photos",
                      ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]),

@@ -348,19 +348,24 @@ def truncate_log(path: Path, step: int) -> None:
 def _setup_distributed(device_cfg: str) -> tuple[int, int, torch.device]:
     """Single process, or one process per device under `torchrun` (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_cfg == "auto":
-        device_cfg = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_cfg.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StylepressError(f"train.device = {device_cfg!r} but no CUDA device is available")
-        device = torch.device("cuda", local_rank if world > 1 else (torch.device(device_cfg).index or 0))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
+    device = resolve_device(device_cfg, "train.device", local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def resolve_device(device_cfg: str, key: str, local_rank: int | None = None) -> torch.device:
+    """Resolve "auto", "cpu", "cuda" or "cuda:N" to a device (under torchrun, cuda is this process's GPU)."""
+    if device_cfg == "auto":
+        device_cfg = "cuda" if torch.cuda.is_available() else "cpu"
+    if not device_cfg.startswith("cuda"):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise StylepressError(f"{key} = {device_cfg!r} but no CUDA device is available")
+    device = torch.device("cuda", local_rank if local_rank is not None else (torch.device(device_cfg).index or 0))
+    torch.cuda.set_device(device)
+    return device
 
 
 def _all_gather(obj) -> list:
