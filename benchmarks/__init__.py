@@ -1,1 +1,2 @@
-"""Latency and quality benchmarks (not yet implemented)."""
+"""Latency and quality benchmarks: every exported precision on every CPU provider (precision),
+in-process against served through Triton (serving_latency)."""

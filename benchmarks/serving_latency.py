@@ -19,7 +19,8 @@ import onnxruntime as ort
 from stylepress import prepost, serving
 from stylepress.config import Config
 from stylepress.data import val_image_paths
-from stylepress.export import onnx_name
+from stylepress.export import onnx_name, runtime, served_precision
+from stylepress.export.runtime import resolve_cpu_provider
 from stylepress.fsutil import write_json
 from stylepress.progress import progress_bar
 
@@ -29,10 +30,12 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
     run_dir = Path(run_dir)
     repo = run_dir / serving.REPOSITORY
     serving.check_repository(repo)
-    model = serving.served_model(run_dir, cfg.serving.model)  # the model the repository serves
+    model = serving.served_model(run_dir, cfg.serving.model)  # what the repository serves
+    precision = served_precision(run_dir, model, cfg.serving.precision)
+    provider = resolve_cpu_provider(cfg.export.cpu_provider)
     data = val_image_paths(cfg.data)[0].read_bytes()
     size = cfg.serving_resolution
-    session = ort.InferenceSession(str(run_dir / "export" / onnx_name(model)), providers=["CPUExecutionProvider"])
+    session = runtime.session(run_dir / "export" / onnx_name(model, precision), provider)
     x, box = prepost.letterbox(prepost.decode(data), size)
     feeds = {"image": x[None]}
     if len(session.get_inputs()) == 2:
@@ -57,7 +60,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
             results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)
         bar.advance()
     report = {
-        "what": f"one {size}x{size} portrait, batch 1, sequential requests, {model} fp32",
+        "what": f"one {size}x{size} portrait, batch 1, sequential requests, {model} {precision} on {provider}",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": {"onnxruntime": ort.__version__, "tritonserver": "2.51 (nvidia-pytriton 0.7.0, CPU)",

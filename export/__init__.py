@@ -1,18 +1,28 @@
-"""Export to ONNX (fp32; FP16/INT8 and TensorRT to come). Entry point: `run(cfg, run_dir)`.
+"""Export to ONNX in each configured precision. Entry point: `run(cfg, run_dir)`.
 
 export/
   <model>.fp32.onnx   teacher / student, dynamic batch, height and width, weights embedded
+  <model>.fp16.onnx   fp16 weights and compute, fp32 inputs/outputs
+  <model>.int8.onnx   Q/DQ INT8 that TensorRT's explicit quantization accepts (checked)
   parity.json         ONNX Runtime vs PyTorch on val portraits, per model, size and batch
+  quant.json          per model and precision: quality vs fp32, fallback layers, per-layer SQNR,
+                      calibration settings, measured latency vs fp32 and whether it is faster
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from stylepress import prepost
 from stylepress.config import Config
-from stylepress.data import read_rgb, val_image_paths
+from stylepress.data import find_images, read_rgb, val_image_paths
 from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path, write_json
 from stylepress.models import ARCH_FILE, load_generator
@@ -20,10 +30,14 @@ from stylepress.progress import progress_bar
 
 from .onnx_export import export_onnx
 from .parity import check_parity
+from .quantize import compare, quantize_with_fallback, time_pair
+from .runtime import resolve_cpu_provider, run_batched, session
+from .tensorrt import build_engine, profile, unavailable
 
 log = logging.getLogger(__name__)
 MODELS = ("teacher", "student")
 PARITY_PHOTOS = 3
+TIMED_RUNS = 21
 
 
 def onnx_name(model: str, precision: str = "fp32") -> str:
@@ -31,31 +45,134 @@ def onnx_name(model: str, precision: str = "fp32") -> str:
 
 
 def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[str, Path]:
-    """Export every trained model in the run; returns {model: onnx path}. Fails if parity fails."""
+    """Export every trained model in the run in every configured precision; returns
+    {"<model>.<precision>": onnx path}. Fails if parity, the fp16 check or the TensorRT rules fail."""
     run_dir = Path(run_dir)
     models = [m for m in MODELS if (run_dir / m / ARCH_FILE).is_file()]
     if not models:
         raise StylepressError(f"nothing to export: {run_dir} has no teacher/ (run `stylepress train` first)")
-    out = run_dir / "export"
+    ec, out = cfg.export, run_dir / "export"
+    provider = resolve_cpu_provider(ec.cpu_provider)
     photos = [read_rgb(p) for p in val_image_paths(cfg.data)[:PARITY_PHOTOS]]
-    parity_path = out / "parity.json"
+    parity_path, quant_path = out / "parity.json", out / "quant.json"
     parity = json.loads(parity_path.read_text()) if parity_path.is_file() else {}
+    quant = json.loads(quant_path.read_text()) if quant_path.is_file() else {}
+    size = cfg.serving_resolution
+    val = _serving_inputs(val_image_paths(cfg.data)[:ec.int8.val_images], size)
     written = {}
-    with progress_bar(len(models), "export", enabled=show_progress) as bar:
+    with progress_bar(len(models) * len(ec.precisions), "export", enabled=show_progress) as bar:
         for name in models:
             model, spec = load_generator(run_dir / name)
-            path = out / onnx_name(name)
-            bar.update(name)
-            with atomic_path(path) as tmp:  # a model that fails parity never lands
-                export_onnx(model, spec, tmp, cfg.export.opset)
-                parity[name] = check_parity(model, spec, tmp, photos, cfg.export.parity_tolerance)
+            n_styles = len(spec["styles"])
+            fp32 = out / onnx_name(name)
+            bar.update(f"{name} fp32")
+            with atomic_path(fp32) as tmp:  # a model that fails parity never lands
+                export_onnx(model, spec, tmp, ec.opset)
+                parity[name] = check_parity(model, spec, tmp, photos, ec.parity_tolerance)
                 write_json(parity_path, parity)
                 if not parity[name]["passed"]:
-                    path.unlink(missing_ok=True)
+                    fp32.unlink(missing_ok=True)
                     raise StylepressError(
                         f"{name}: ONNX Runtime differs from PyTorch by {parity[name]['max_abs_err']:.2e} "
-                        f"(tolerance {cfg.export.parity_tolerance:g}) at {parity[name]['worst']}; see {parity_path}")
-            log.info("%s: %s (parity max abs err %.1e)", name, path, parity[name]["max_abs_err"])
-            written[name] = path
+                        f"(tolerance {ec.parity_tolerance:g}) at {parity[name]['worst']}; see {parity_path}")
+            log.info("%s: %s (parity max abs err %.1e)", name, fp32, parity[name]["max_abs_err"])
+            written[f"{name}.fp32"] = fp32
             bar.advance()
+            quant[name] = {"provider": provider, "resolution": size, "val_images": len(val)}
+            for precision in (p for p in ec.precisions if p != "fp32"):
+                bar.update(f"{name} {precision}")
+                path = out / onnx_name(name, precision)
+                with atomic_path(path) as tmp:
+                    if precision == "fp16":
+                        report = _fp16(fp32, tmp, val, n_styles, provider, ec.fp16_min_psnr_db)
+                    else:
+                        report = _int8(cfg, fp32, tmp, val, n_styles, provider)
+                    report["latency"] = _latency(fp32, tmp, provider, size)
+                    report["size_bytes"] = os.path.getsize(tmp)
+                if not report["latency"]["faster"]:
+                    log.warning("%s is not faster than fp32 on this machine (%.1f vs %.1f ms on %s): "
+                                "not selected for serving", path.name, report["latency"]["p50_ms"],
+                                report["latency"]["fp32_p50_ms"], provider)
+                quant[name][precision] = report
+                write_json(quant_path, quant)
+                written[f"{name}.{precision}"] = path
+                bar.advance()
+    written.update(_engines(cfg, out, models))
     return written
+
+
+def _engines(cfg: Config, out: Path, models: list[str]) -> dict[str, Path]:
+    """TensorRT engines for every exported precision, where TensorRT and a GPU exist."""
+    why = unavailable()
+    if why:
+        log.info("TensorRT engines: skipped: %s", why)
+        return {}
+    prof, written = profile(cfg.export.tensorrt, cfg.serving_resolution), {}
+    for name in models:
+        for precision in cfg.export.precisions:
+            plan = out / f"{name}.{precision}.plan"
+            build_engine(out / onnx_name(name, precision), plan, prof, precision, cfg.export.tensorrt.workspace_mib)
+            written[f"{name}.{precision}.plan"] = plan
+    return written
+
+
+def _serving_inputs(paths: list[Path], size: int) -> np.ndarray:
+    """Portraits through the serving preprocessing (letterbox to size x size), NCHW in [-1, 1]."""
+    return np.stack([prepost.letterbox(np.asarray(read_rgb(p)), size)[0] for p in paths])
+
+
+def _fp16(fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str, min_psnr_db: float) -> dict:
+    # keep_io_types: clients and the pre/post-processing keep talking float32.
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
+    ref, got = session(fp32, provider), session(out, provider)
+    quality = [compare(run_batched(ref, val, s), run_batched(got, val, s)) for s in range(max(1, n_styles))]
+    report = {"psnr_db": min(q["psnr_db"] for q in quality), "ssim": min(q["ssim"] for q in quality)}
+    if report["psnr_db"] < min_psnr_db:
+        raise StylepressError(f"{out.name}: fp16 output is {report['psnr_db']:.1f} dB from fp32 "
+                              f"(export.fp16_min_psnr_db = {min_psnr_db:g}): keep this model in fp32")
+    return report
+
+
+def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str) -> dict:
+    ic = cfg.export.int8
+    folder = ic.calibration or cfg.data.photos
+    paths = find_images(folder)
+    if not paths:
+        raise StylepressError(f"export.int8.calibration: no images in {folder}")
+    # An even spread over the folder, deterministic: the same calibration set on every run.
+    pick = [paths[i] for i in np.linspace(0, len(paths) - 1, min(ic.samples, len(paths))).round().astype(int)]
+    calib = _serving_inputs(pick, cfg.serving_resolution)
+    report = quantize_with_fallback(fp32, out, calib, val, n_styles, method=ic.method, percentile=ic.percentile,
+                                    min_psnr_db=ic.min_psnr_db, max_fallback=ic.max_fallback, provider=provider)
+    report["calibration"] = {"folder": str(folder), "samples": len(calib), "method": ic.method,
+                             **({"percentile": ic.percentile} if ic.method == "percentile" else {})}
+    if not report["met"]:
+        log.warning("%s: %s", out.name, report["reason"])
+    return report
+
+
+def _latency(fp32: Path, other: Path, provider: str, size: int) -> dict:
+    """fp32 vs this precision on the configured CPU provider, batch 1 at the serving size."""
+    ms = time_pair(fp32, other, provider, size, threads=0, repeats=TIMED_RUNS)
+    return {"provider": provider, "batch": 1, "resolution": size, "fp32_p50_ms": ms["fp32"],
+            "p50_ms": ms["other"], "speedup": ms["fp32"] / ms["other"], "faster": ms["other"] < ms["fp32"]}
+
+
+def served_precision(run_dir: Path, model: str, which: str, target: str = "cpu") -> str:
+    """`serving.precision` resolved. "auto" on CPU targets: int8 when it met its quality target and
+    measured faster than fp32 where it was built, else fp16 on the same terms, else fp32. On GPU
+    targets (no GPU timing here): the lowest precision exported (engine built, for tensorrt)."""
+    if which != "auto":
+        return which
+    if target in ("tensorrt", "onnxruntime-tensorrt"):
+        suffix = ".plan" if target == "tensorrt" else ".onnx"
+        return next((p for p in ("int8", "fp16") if (Path(run_dir) / "export" / f"{model}.{p}{suffix}").is_file()),
+                    "fp32")
+    quant_path = Path(run_dir) / "export" / "quant.json"
+    report = json.loads(quant_path.read_text()).get(model, {}) if quant_path.is_file() else {}
+    for precision in ("int8", "fp16"):
+        r = report.get(precision)
+        if r and r.get("met", True) and r["latency"]["faster"] and (
+                Path(run_dir) / "export" / onnx_name(model, precision)).is_file():
+            return precision
+    return "fp32"

@@ -13,6 +13,7 @@ they are valid protobuf by construction; `check_repository` then checks them sem
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,11 +24,13 @@ from tritonclient.grpc import model_config_pb2 as pb
 import stylepress.prepost
 from stylepress.config import Config
 from stylepress.errors import StylepressError
-from stylepress.export import onnx_name
+from stylepress.export import onnx_name, served_precision
+from stylepress.export.runtime import resolve_cpu_provider
 from stylepress.models import ARCH_FILE
 
 from .check import check_repository
 
+log = logging.getLogger(__name__)
 BACKEND = Path(__file__).parent / "backend"
 REPOSITORY = "model_repository"
 
@@ -37,17 +40,24 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     run_dir = Path(run_dir)
     sc, name = cfg.serving, cfg.model_name
     model = served_model(run_dir, sc.model)
-    onnx_path = run_dir / "export" / onnx_name(model)
-    if not onnx_path.is_file():
-        raise StylepressError(f"{onnx_path} not found: run `stylepress export` first")
+    precision = served_precision(run_dir, model, sc.precision, sc.target)
+    model_path = run_dir / "export" / onnx_name(model, precision)
     if sc.target == "tensorrt":
-        raise StylepressError("serving.target = 'tensorrt' needs a TensorRT engine, which stylepress does not "
-                              "build yet; use 'onnxruntime' (GPU via NVIDIA's Triton container) or 'cpu'")
+        model_path = model_path.with_suffix(".plan")
+        if not model_path.is_file():
+            raise StylepressError(f"{model_path} not found: TensorRT engines are built by `stylepress export` on a "
+                                  "host with TensorRT and a CUDA GPU")
+    if not model_path.is_file():
+        raise StylepressError(f"{model_path} not found: run `stylepress export` first")
+    log.info("serving %s (%s precision %s)", model_path.name, sc.precision, precision)
     styles = json.loads((run_dir / model / ARCH_FILE).read_text())["styles"]
     repo = Path(out) if out is not None else run_dir / REPOSITORY
     size, multi = cfg.serving_resolution, len(styles) > 1
+    max_batch = sc.max_batch_size
+    if sc.target == "tensorrt":  # the whole ensemble must fit inside the engine's profile
+        max_batch = _fit_profile(model_path, size, max_batch)
 
-    pre = _config(f"{name}_preprocess", sc.max_batch_size, backend="python", instances=sc.instances)
+    pre = _config(f"{name}_preprocess", max_batch, backend="python", instances=sc.instances)
     _io(pre.input, "IMAGE", pb.TYPE_STRING, [1])
     _io(pre.output, "INPUT", pb.TYPE_FP32, [3, size, size])
     _io(pre.output, "BOX", pb.TYPE_INT64, [6])
@@ -56,14 +66,14 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
         _io(pre.output, "STYLE_INDEX", pb.TYPE_INT64, [1])
     _params(pre, resolution=size, styles=json.dumps(styles), max_bytes=sc.max_bytes, max_pixels=sc.max_pixels)
 
-    gen = _generator_config(cfg, f"{name}_generator", multi)
+    gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision)
 
-    post = _config(f"{name}_postprocess", sc.max_batch_size, backend="python", instances=sc.instances)
+    post = _config(f"{name}_postprocess", max_batch, backend="python", instances=sc.instances)
     _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, -1, -1])
     _io(post.input, "BOX", pb.TYPE_INT64, [6])
     _io(post.output, "STYLED", pb.TYPE_STRING, [1])
 
-    ens = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=sc.max_batch_size)
+    ens = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch)
     _io(ens.input, "IMAGE", pb.TYPE_STRING, [1])
     _io(ens.output, "STYLED", pb.TYPE_STRING, [1])
     step = ens.ensemble_scheduling.step.add(model_name=pre.name, model_version=-1)
@@ -92,7 +102,7 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
         for config, code in ((pre, "preprocess.py"), (post, "postprocess.py")):
             shutil.copyfile(BACKEND / code, tmp / config.name / "1" / "model.py")
             shutil.copyfile(stylepress.prepost.__file__, tmp / config.name / "1" / "prepost.py")
-        shutil.copyfile(onnx_path, tmp / gen.name / "1" / "model.onnx")
+        shutil.copyfile(model_path, tmp / gen.name / "1" / ("model.plan" if sc.target == "tensorrt" else "model.onnx"))
         if sc.target == "cpu":
             shutil.copyfile(BACKEND / "generator.py", tmp / gen.name / "1" / "model.py")
         check_repository(tmp)
@@ -115,14 +125,38 @@ def served_model(run_dir: Path, which: str) -> str:
     return "student" if (run_dir / "student" / ARCH_FILE).is_file() else "teacher"
 
 
-def _generator_config(cfg: Config, name: str, multi: bool) -> pb.ModelConfig:
+def _fit_profile(plan: Path, size: int, max_batch: int) -> int:
+    """The max_batch_size that fits the engine's optimization profile; the serving size must fit too."""
+    prof = json.loads(plan.with_name(plan.name + ".json").read_text())["profile"]
+    if not prof["min_resolution"] <= size <= prof["max_resolution"]:
+        raise StylepressError(f"serving resolution {size} is outside the engine's profile "
+                              f"({prof['min_resolution']}..{prof['max_resolution']}): see [export.tensorrt]")
+    if prof["min_batch"] > 1:
+        raise StylepressError(f"{plan.name}: the engine's profile starts at batch {prof['min_batch']}; "
+                              "serving needs batch 1 (export.tensorrt.min_batch = 1)")
+    return min(max_batch, prof["max_batch"])
+
+
+def _generator_config(cfg: Config, name: str, multi: bool, max_batch: int, precision: str) -> pb.ModelConfig:
     sc, size = cfg.serving, cfg.serving_resolution
+    gpu, cpu = pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_CPU
     if sc.target == "cpu":
-        gen = _config(name, sc.max_batch_size, backend="python", instances=sc.instances)
-        _params(gen, model_file="model.onnx")
+        gen = _config(name, max_batch, backend="python", instances=sc.instances)
+        _params(gen, model_file="model.onnx", provider=resolve_cpu_provider(cfg.export.cpu_provider))
+    elif sc.target == "tensorrt":
+        gen = _config(name, max_batch, platform="tensorrt_plan", instances=sc.instances, kind=gpu)
+    elif sc.target == "onnxruntime-tensorrt":
+        gen = _config(name, max_batch, platform="onnxruntime_onnx", instances=sc.instances, kind=gpu)
+        trt = gen.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        trt.parameters.update({"precision_mode": precision.upper(), "trt_engine_cache_enable": "1",
+                               "trt_engine_cache_path": f"/tmp/{name}_trt_cache",
+                               "max_workspace_size_bytes": str(cfg.export.tensorrt.workspace_mib << 20)})
     else:
-        kind = pb.ModelInstanceGroup.KIND_GPU if sc.kind == "gpu" else pb.ModelInstanceGroup.KIND_CPU
-        gen = _config(name, sc.max_batch_size, platform="onnxruntime_onnx", instances=sc.instances, kind=kind)
+        gen = _config(name, max_batch, platform="onnxruntime_onnx", instances=sc.instances,
+                      kind=gpu if sc.kind == "gpu" else cpu)
+        if sc.kind == "cpu" and resolve_cpu_provider(cfg.export.cpu_provider) == "openvino":
+            # the same CPU runtime the export was checked and timed on
+            gen.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
     _io(gen.input, "image", pb.TYPE_FP32, [3, -1, -1])  # any H, W (multiples of 4) for tensor clients
     _io(gen.output, "styled", pb.TYPE_FP32, [3, -1, -1])
     warmup = gen.model_warmup.add(name="serving_size", batch_size=1, count=2)

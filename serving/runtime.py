@@ -25,7 +25,9 @@ from pathlib import Path
 from stylepress.errors import StylepressError
 
 PYTRITON = "nvidia-pytriton==0.7.0"
-ENV_PACKAGES = ("numpy<2", "onnxruntime", "pillow")
+# The generator's runtime: the same onnxruntime build as the project's (OpenVINO on x86-64 Linux).
+ENV_PACKAGES = ("numpy<2", "pillow", "onnxruntime-openvino" if sys.platform == "linux" and
+                os.uname().machine == "x86_64" else "onnxruntime")
 DONE = ".complete"
 
 
@@ -63,12 +65,13 @@ def install(cache: Path | None = None, log=print) -> Runtime:
         if not installed.is_file() or not filecmp.cmp(stub, installed, shallow=False):
             shutil.copy2(stub, f"{installed}.tmp")
             os.replace(f"{installed}.tmp", installed)  # a running server may be using the old one
-        if not (env / DONE).is_file():
+        stamp = "\n".join(ENV_PACKAGES)  # an environment built for another package list is rebuilt
+        if not (env / DONE).is_file() or (env / DONE).read_text() != stamp:
             log(f"creating the Python-backend environment {env}")
             shutil.rmtree(env, ignore_errors=True)
             _pip([sys.executable, "-m", "venv", str(env)])
             _pip([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", *ENV_PACKAGES])
-            (env / DONE).touch()
+            (env / DONE).write_text(stamp)
     return Runtime(server_root / "bin" / "tritonserver", server_root / "backends", env / "bin")
 
 
@@ -117,6 +120,7 @@ class Server:
             env["PATH"] = f"{runtime.env_bin}{os.pathsep}{env.get('PATH', '')}"
             env.pop("VIRTUAL_ENV", None)
             env.pop("PYTHONPATH", None)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # the repository stays exactly as written (and verifiable)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

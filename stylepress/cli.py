@@ -90,8 +90,29 @@ def compress(config: ConfigArg, out: OutOpt = None,
 
 
 @app.command()
-def export(config: ConfigArg, out: OutOpt = None):
-    """Export the run's teacher (and student) to ONNX, gated on ONNX Runtime parity; writes <run>/export/."""
+def export(config: Annotated[Path | None, typer.Argument(help="The run's TOML config.")] = None, out: OutOpt = None,
+           check_trt: Annotated[Path | None, typer.Option(
+               "--check-trt", help="Only scan this Q/DQ ONNX model for TensorRT's quantization rules.")] = None):
+    """Export the run's teacher (and student) to ONNX in each configured precision (parity-gated fp32,
+    checked fp16, TensorRT-compatible INT8); writes <run>/export/. Or scan a model with --check-trt."""
+    if check_trt is not None:
+        from stylepress.export.trt_rules import check_trt as scan
+
+        if not check_trt.is_file():
+            raise StylepressError(f"--check-trt {check_trt}: file not found")
+        try:
+            problems = scan(check_trt)
+        except Exception as exc:  # a file onnx cannot parse
+            raise StylepressError(f"--check-trt {check_trt}: not an ONNX model ({type(exc).__name__})") from None
+        for problem in problems:
+            console.print(problem)
+        if problems:
+            raise StylepressError(f"{check_trt}: {len(problems)} TensorRT quantization rule(s) broken; "
+                                  f"first: {problems[0]}")
+        console.print(f"{check_trt}: follows TensorRT's explicit-quantization rules")
+        return
+    if config is None:
+        raise StylepressError("give a CONFIG to export a run, or --check-trt MODEL.onnx to scan a model")
     cfg = load_config(config)
     from stylepress import export as export_stage
 
@@ -158,14 +179,57 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
 
 @app.command()
 def bench(config: ConfigArg, out: OutOpt = None,
-          repeats: Annotated[int, typer.Option(help="Timed runs per variant (after warm-up).")] = 50):
-    """Serving latency: in-process ONNX Runtime vs through Triton; writes <run>/report/serving_latency.json."""
+          repeats: Annotated[int, typer.Option(help="Timed runs per variant (after warm-up).")] = 50,
+          suite: Annotated[str, typer.Option(help="serving | precision | all")] = "all",
+          threads: Annotated[int, typer.Option(help="Threads per in-process variant (precision suite).")] = 2):
+    """Latency benchmarks: every exported precision on every CPU provider against quality
+    (report/precision.{json,md}); serving in-process vs through Triton (report/serving_latency.json)."""
+    if suite not in ("serving", "precision", "all"):
+        raise StylepressError(f"--suite must be serving, precision or all, not {suite!r}")
     cfg = load_config(config)
-    from stylepress.benchmarks import serving_latency
+    from stylepress.benchmarks import precision, serving_latency
 
-    report = serving_latency.run(cfg, _run_dir(cfg, out), repeats=repeats)
-    for name, figures in report["latency_ms"].items():
-        console.print(f"{name:24s} p50 {figures['p50']:8.1f} ms   p95 {figures['p95']:8.1f} ms")
+    run_dir = _run_dir(cfg, out)
+    if suite in ("precision", "all"):
+        print(precision.markdown(precision.run(cfg, run_dir, repeats=repeats, threads=threads)))
+    if suite in ("serving", "all"):
+        report = serving_latency.run(cfg, run_dir, repeats=repeats)
+        for name, figures in report["latency_ms"].items():
+            console.print(f"{name:24s} p50 {figures['p50']:8.1f} ms   p95 {figures['p95']:8.1f} ms")
+
+
+@app.command()
+def build(config: ConfigArg, out: OutOpt = None,
+          force: Annotated[bool, typer.Option("--force", help="Rerun every selected stage.")] = False,
+          from_stage: Annotated[str | None, typer.Option("--from", help="First stage to run.")] = None,
+          until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None):
+    """The whole job: train -> compress (when [compress] is set) -> export -> repo -> bench, skipping
+    stages whose config and inputs are unchanged; provenance in <run>/manifest.json."""
+    cfg = load_config(config)
+    from . import build as build_mod
+
+    run_dir = _run_dir(cfg, out)
+    results = build_mod.run(cfg, run_dir, force=force, from_stage=from_stage, until_stage=until_stage,
+                            log=console.print)
+    for r in results:
+        console.print(f"{r.stage:9s} {r.status}" + (f" ({r.wall_s:.1f} s)" if r.status == "ran" else ""))
+    if results and results[-1].signal is not None:
+        console.print(f"interrupted during {results[-1].stage}: rerun the same command to continue")
+        raise typer.Exit(128 + results[-1].signal)
+    console.print(f"manifest: {run_dir / build_mod.MANIFEST}")
+
+
+@app.command()
+def verify(run_dir: Annotated[Path, typer.Argument(help="A run directory with manifest.json.")]):
+    """Re-hash every artifact a build recorded; exit 2 listing any that is missing or changed."""
+    from . import build as build_mod
+
+    problems = build_mod.verify(run_dir)
+    for problem in problems:
+        console.print(problem)
+    if problems:
+        raise StylepressError(f"{run_dir}: {len(problems)} artifact(s) do not match the manifest")
+    console.print(f"{run_dir}: every artifact matches {build_mod.MANIFEST}")
 
 
 @config_app.command("show")

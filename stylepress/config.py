@@ -141,22 +141,69 @@ class CompressConfig(_Section):
         return float(self.target_macs.rstrip("KMGT")) * scale
 
 
+class Int8Config(_Section):
+    calibration: Path | None = None  # folder of portraits; default: the training photos
+    samples: Int = Field(32, ge=1, le=4096)  # calibration images, through serving preprocessing
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: Float = Field(99.999, gt=90, le=100)  # for method = "percentile"
+    min_psnr_db: Float = Field(35.0, ge=0)  # int8 vs fp32 on val portraits; below it, layers fall back
+    max_fallback: Int = Field(8, ge=0)  # most Conv/ConvTranspose layers kept in float
+    val_images: Int = Field(8, ge=1)  # val portraits the PSNR/SSIM check runs on
+
+    _resolve_paths = field_validator("calibration")(_resolve)
+
+
+class TensorRTConfig(_Section):
+    # The optimization profile: batch and square resolution (multiples of 4), min <= opt <= max.
+    min_batch: Int = Field(1, ge=1)
+    opt_batch: Int = Field(1, ge=1)
+    max_batch: Int = Field(8, ge=1)
+    min_resolution: Int = Field(128, ge=32, multiple_of=4)
+    opt_resolution: Int | None = Field(None, ge=32, multiple_of=4)  # default: the serving resolution
+    max_resolution: Int = Field(512, ge=32, multiple_of=4)
+    workspace_mib: Int = Field(4096, ge=64)
+
+
 class ExportConfig(_Section):
     opset: Int = Field(18, ge=17, le=20)  # TensorRT 10 and 11 parse opsets up to 20
     parity_tolerance: Float = Field(1e-4, gt=0)  # max |ONNX Runtime - PyTorch| on val portraits
+    precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = Field(("fp32", "fp16", "int8"), min_length=1)
+    fp16_min_psnr_db: Float = Field(40.0, ge=0)  # fp16 vs fp32 on val portraits, else the export fails
+    # ONNX Runtime's CPU execution provider for checks, benchmarks and serving; None: OpenVINO
+    # where its build of onnxruntime is installed, else the default CPU provider.
+    cpu_provider: Literal["openvino", "default"] | None = None
+    int8: Int8Config = Int8Config()
+    tensorrt: TensorRTConfig = TensorRTConfig()
+
+    @field_validator("precisions")
+    @classmethod
+    def _has_fp32(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "fp32" not in value:
+            raise ValueError("must include fp32 (the reference the others are checked against)")
+        return tuple(dict.fromkeys(value))
 
 
 class ServingConfig(_Section):
     model_name: Str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)  # default: name
     model: Literal["auto", "teacher", "student"] = "auto"  # auto: the student when there is one
+    # auto: int8 when it met its quality target and measured faster than fp32 (export/quant.json)
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     resolution: Int | None = Field(None, ge=32, le=4096, multiple_of=4)  # serving size; default data.resolution
     max_batch_size: Int = Field(8, ge=1, le=256)
     instances: Int = Field(1, ge=1, le=64)
     max_queue_delay_us: Int = Field(2000, ge=0)
-    target: Literal["cpu", "onnxruntime", "tensorrt"] = "cpu"
+    # cpu: the CPU Triton runtime (Python backend + ONNX Runtime); onnxruntime: Triton's ONNX Runtime
+    # backend; onnxruntime-tensorrt: the same on a GPU with its TensorRT accelerator; tensorrt: an
+    # engine built by `stylepress export` on a GPU host (tensorrt_plan).
+    target: Literal["cpu", "onnxruntime", "onnxruntime-tensorrt", "tensorrt"] = "cpu"
     kind: Literal["cpu", "gpu"] = "cpu"  # instance kind for the onnxruntime target
     max_bytes: Int = Field(20 * 1024 * 1024, ge=1024)  # upload limit per image
     max_pixels: Int = Field(40_000_000, ge=1024)  # decoded-pixel limit per image
+
+
+class BenchConfig(_Section):
+    repeats: Int = Field(50, ge=3)  # timed runs per variant, after warm-up
+    threads: Int = Field(2, ge=1)  # threads per in-process variant
 
 
 class Config(_Section):
@@ -168,6 +215,7 @@ class Config(_Section):
     compress: CompressConfig = CompressConfig()
     export: ExportConfig = ExportConfig()
     serving: ServingConfig = ServingConfig()
+    bench: BenchConfig = BenchConfig()
 
     @property
     def crop(self) -> int:

@@ -138,9 +138,11 @@ def served(tmp_path_factory) -> Served:
     from stylepress.config import load_config
 
     # A long queue delay makes the dynamic batcher group concurrent requests reliably.
-    config, run_dir = tiny_run(tmp_path_factory.mktemp("served"), serving="max_queue_delay_us = 200000\n")
+    # fp32 only: the served network must equal the offline one exactly.
+    config, run_dir = tiny_run(tmp_path_factory.mktemp("served"), serving="max_queue_delay_us = 200000\n"
+                               'precision = "fp32"\n[export]\nprecisions = ["fp32"]\n')
     cfg = load_config(config)
-    onnx_path = export.run(cfg, run_dir, show_progress=False)["teacher"]
+    onnx_path = export.run(cfg, run_dir, show_progress=False)["teacher.fp32"]
     repo = serving.write_repository(cfg, run_dir)
     with serving.local_server(repo, run_dir / "tritonserver.log") as server:
         server.wait_ready()

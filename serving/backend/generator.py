@@ -17,7 +17,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), params["model_file"])
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        if params.get("provider") == "openvino":  # INT8 Q/DQ runs on integer kernels there
+            providers.insert(0, ("OpenVINOExecutionProvider", {"device_type": "CPU"}))
+        self.session = ort.InferenceSession(path, options, providers=providers)
         self.has_style = len(self.session.get_inputs()) == 2
 
     def execute(self, requests):

@@ -26,7 +26,8 @@ def exported(tmp_path_factory):
 def test_export_writes_a_checked_onnx_with_dynamic_batch_height_and_width(exported):
     _, run_dir = exported
     path = run_dir / "export" / "teacher.fp32.onnx"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["parity.json", "teacher.fp32.onnx"]  # no external data
+    assert sorted(p.name for p in path.parent.iterdir()) == [  # no external data
+        "parity.json", "quant.json", "teacher.fp16.onnx", "teacher.fp32.onnx", "teacher.int8.onnx"]
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version <= 20

@@ -22,6 +22,7 @@ def exported(tmp_path_factory):
 
 def _write(exported, tmp_path, serving_body: str = ""):
     config, run_dir = exported
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(config.read_text() + serving_body)
     return serving.write_repository(load_config(cfg_path), run_dir, tmp_path / "repo")
@@ -45,9 +46,83 @@ def test_every_written_repository_passes_the_check(exported, tmp_path, body):
         assert gen.instance_group[0].kind == kind
 
 
-def test_tensorrt_target_is_refused_until_engines_exist(exported, tmp_path):
-    with pytest.raises(StylepressError, match="TensorRT engine"):
+def test_cpu_targets_run_the_configured_cpu_provider(exported, tmp_path):
+    configs = serving.check_repository(_write(exported, tmp_path, 'target = "onnxruntime"\n'))
+    accelerators = configs["tiny_generator"].optimization.execution_accelerators.cpu_execution_accelerator
+    assert [a.name for a in accelerators] == ["openvino"]
+    configs = serving.check_repository(_write(exported, tmp_path / "b", '[export]\ncpu_provider = "default"\n'))
+    assert configs["tiny_generator"].parameters["provider"].string_value == "default"
+
+
+def _served_bytes(repo):
+    return (repo / "tiny_generator" / "1" / "model.onnx").read_bytes()
+
+
+def test_auto_precision_serves_int8_only_when_it_was_measured_faster(exported, tmp_path):
+    import json
+
+    _, run_dir = exported
+    quant_path = run_dir / "export" / "quant.json"
+    original = quant_path.read_text()
+    try:
+        for faster, served in ((True, "int8"), (False, "fp32")):
+            quant = json.loads(original)
+            quant["teacher"]["int8"]["latency"]["faster"] = faster
+            quant["teacher"]["fp16"]["latency"]["faster"] = False
+            quant_path.write_text(json.dumps(quant))
+            repo = _write(exported, tmp_path / served)
+            assert _served_bytes(repo) == (run_dir / "export" / f"teacher.{served}.onnx").read_bytes()
+    finally:
+        quant_path.write_text(original)
+    repo = _write(exported, tmp_path / "fixed", 'precision = "fp16"\n')
+    assert _served_bytes(repo) == (run_dir / "export" / "teacher.fp16.onnx").read_bytes()
+
+
+def test_onnxruntime_tensorrt_target_writes_a_gpu_accelerator_config(exported, tmp_path):
+    repo = _write(exported, tmp_path, 'target = "onnxruntime-tensorrt"\n')
+    gen = serving.check_repository(repo)["tiny_generator"]
+    assert gen.platform == "onnxruntime_onnx" and gen.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    (trt,) = gen.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "INT8"
+    assert trt.parameters["trt_engine_cache_enable"] == "1"
+    assert run_cli("repo", "--check", repo).returncode == 0
+
+
+def _fake_engine(run_dir, max_batch=4, resolutions=(64, 128, 256)):
+    """A stand-in plan + metadata as `export` writes them on a GPU host (no GPU here)."""
+    import json
+
+    plan = run_dir / "export" / "teacher.int8.plan"
+    plan.write_bytes(b"engine bytes")
+    lo, mid, hi = resolutions
+    profile = {"min_batch": 1, "opt_batch": 1, "max_batch": max_batch, "min_resolution": lo,
+               "opt_resolution": mid, "max_resolution": hi}
+    (run_dir / "export" / "teacher.int8.plan.json").write_text(json.dumps({"precision": "int8", "profile": profile}))
+    return plan
+
+
+def test_tensorrt_target_needs_an_engine(exported, tmp_path):
+    with pytest.raises(StylepressError, match="TensorRT engines are built"):
         _write(exported, tmp_path, 'target = "tensorrt"\n')
+
+
+def test_tensorrt_target_fits_the_engine_profile_and_passes_the_check(exported, tmp_path):
+    _, run_dir = exported
+    plan = _fake_engine(run_dir, max_batch=4)
+    try:
+        repo = _write(exported, tmp_path, 'target = "tensorrt"\n')  # max_batch_size 8 asked, profile has 4
+        configs = serving.check_repository(repo)
+        gen = configs["tiny_generator"]
+        assert gen.platform == "tensorrt_plan" and gen.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+        assert {c.max_batch_size for c in configs.values()} == {4}
+        assert (repo / "tiny_generator" / "1" / "model.plan").read_bytes() == b"engine bytes"
+        assert run_cli("repo", "--check", repo).returncode == 0
+        _fake_engine(run_dir, resolutions=(32, 48, 64))  # serving at 128: outside the profile
+        with pytest.raises(StylepressError, match="outside the engine's profile"):
+            _write(exported, tmp_path / "b", 'target = "tensorrt"\n')
+    finally:
+        plan.unlink()
+        plan.with_name(plan.name + ".json").unlink()
 
 
 def _edit(repo, model, change):

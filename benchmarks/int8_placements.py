@@ -1,0 +1,49 @@
+"""Is a CPU-specific INT8 placement worth adding? Times the exported TensorRT-style Q/DQ model
+against ONNX Runtime's own CPU-oriented quantizations of the same fp32 model, on every CPU
+provider, with PSNR to fp32. Usage: python -m stylepress.benchmarks.int8_placements CONFIG [MODEL]
+
+Candidates: "trt-qdq" (what `export` writes), "ort-qdq-default" (quantize_static's defaults: QDQ,
+asymmetric UINT8 activations, every supported op), "ort-qoperator" (QLinearConv operators, per-channel
+weights: ONNX Runtime's classic CPU integer path).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+from stylepress.config import load_config
+from stylepress.data import find_images, val_image_paths
+from stylepress.export import _serving_inputs, onnx_name
+from stylepress.export.quantize import _Reader, compare
+from stylepress.export.runtime import available_cpu_providers, feeds_for, run_batched, session, time_session
+
+
+def main(config: str, model: str = "student") -> None:
+    cfg = load_config(config)
+    run_dir, size = Path("runs") / cfg.name, cfg.serving_resolution
+    fp32 = run_dir / "export" / onnx_name(model)
+    calib = _serving_inputs(find_images(cfg.data.photos)[:cfg.export.int8.samples], size)
+    val = _serving_inputs(val_image_paths(cfg.data)[:8], size)
+    ref = run_batched(session(fp32), val)
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = {"fp32": fp32, "trt-qdq": run_dir / "export" / onnx_name(model, "int8")}
+        for name, fmt, per_channel in (("ort-qdq-default", QuantFormat.QDQ, False),
+                                       ("ort-qoperator", QuantFormat.QOperator, True)):
+            candidates[name] = Path(tmp) / f"{name}.onnx"
+            quantize_static(str(fp32), str(candidates[name]), _Reader(calib, 2), quant_format=fmt,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        print(f"{model}, batch 1, {size}x{size}, 2 threads; PSNR vs fp32 on {len(val)} val portraits (style 0)")
+        for name, path in candidates.items():
+            for provider in available_cpu_providers():
+                sess = session(path, provider, threads=2)
+                quality = compare(ref, run_batched(sess, val))
+                t = time_session(sess, feeds_for(sess, val[:1]), repeats=20, warmup=5)
+                print(f"{name:16s} {provider:9s} p50 {t['p50_ms']:7.1f} ms  PSNR {quality['psnr_db']:6.2f} dB")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

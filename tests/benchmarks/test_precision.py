@@ -1,0 +1,26 @@
+from conftest import tiny_run
+
+from stylepress import export
+from stylepress.benchmarks import precision
+from stylepress.config import load_config
+from stylepress.export.runtime import available_cpu_providers
+
+
+def test_precision_report_covers_every_variant_with_quality_and_a_profile_when_slow(tmp_path):
+    config, run_dir = tiny_run(tmp_path)
+    cfg = load_config(config)
+    export.run(cfg, run_dir, show_progress=False)
+    # An unreachable target speedup forces the per-operator profile into the report.
+    report = precision.run(cfg, run_dir, repeats=3, threads=1, target_speedup=1e9)
+    providers = available_cpu_providers()
+    assert {(r["precision"], r["provider"]) for r in report["variants"]} == {
+        (p, prov) for p in ("fp32", "fp16", "int8") for prov in providers}
+    by = {(r["precision"], r["provider"]): r for r in report["variants"]}
+    assert by[("fp32", "default")]["psnr_db"] is None  # the reference itself
+    assert by[("int8", "default")]["psnr_db"] > 10 and 0 < by[("int8", "default")]["ssim"] <= 1
+    for r in report["variants"]:
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["runs"] >= 3 and r["size_bytes"] > 0
+    profiles = report["profiles"]["teacher"]
+    assert "Conv" in profiles["fp32/default"] and all(ms >= 0 for ms in profiles["fp32/default"].values())
+    table = (run_dir / "report" / "precision.md").read_text()
+    assert table.count("| teacher |") == len(report["variants"])
