@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 MODELS = ("teacher", "student")
 PARITY_PHOTOS = 3
 TIMED_RUNS = 21
+# "Faster" must clear the noise of a shared machine: medians within 10% count as a tie (fp32 wins).
+MIN_SPEEDUP = 1.1
 
 
 def onnx_name(model: str, precision: str = "fp32") -> str:
@@ -143,7 +145,8 @@ def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, pr
     pick = [paths[i] for i in np.linspace(0, len(paths) - 1, min(ic.samples, len(paths))).round().astype(int)]
     calib = _serving_inputs(pick, cfg.serving_resolution)
     report = quantize_with_fallback(fp32, out, calib, val, n_styles, method=ic.method, percentile=ic.percentile,
-                                    min_psnr_db=ic.min_psnr_db, max_fallback=ic.max_fallback, provider=provider)
+                                    min_psnr_db=ic.min_psnr_db, max_fallback=ic.max_fallback, provider=provider,
+                                    min_ssim=ic.min_ssim)
     report["calibration"] = {"folder": str(folder), "samples": len(calib), "method": ic.method,
                              **({"percentile": ic.percentile} if ic.method == "percentile" else {})}
     if not report["met"]:
@@ -154,8 +157,9 @@ def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, pr
 def _latency(fp32: Path, other: Path, provider: str, size: int) -> dict:
     """fp32 vs this precision on the configured CPU provider, batch 1 at the serving size."""
     ms = time_pair(fp32, other, provider, size, threads=0, repeats=TIMED_RUNS)
+    speedup = ms["fp32"] / ms["other"]
     return {"provider": provider, "batch": 1, "resolution": size, "fp32_p50_ms": ms["fp32"],
-            "p50_ms": ms["other"], "speedup": ms["fp32"] / ms["other"], "faster": ms["other"] < ms["fp32"]}
+            "p50_ms": ms["other"], "speedup": speedup, "faster": speedup >= MIN_SPEEDUP}
 
 
 def served_precision(run_dir: Path, model: str, which: str, target: str = "cpu") -> str:

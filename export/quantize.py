@@ -136,9 +136,10 @@ def compare(fp32_out: np.ndarray, out: np.ndarray) -> dict:
 
 def quantize_with_fallback(fp32: Path, out: Path, calib: np.ndarray, val: np.ndarray, n_styles: int, *,
                            method: str, percentile: float, min_psnr_db: float, max_fallback: int,
-                           provider: str) -> dict:
+                           provider: str, min_ssim: float = 0.0) -> dict:
     """Quantize, then keep the most sensitive layers (lowest SQNR) in float, one more per round,
-    until PSNR(int8 vs fp32 on `val`) >= min_psnr_db or `max_fallback` layers are excluded."""
+    until int8 vs fp32 on `val` reaches min_psnr_db and min_ssim, or `max_fallback` layers are
+    excluded."""
     ref = {s: run_batched(session(fp32, provider), val, s) for s in range(max(1, n_styles))}
 
     def score(path: Path) -> dict:
@@ -146,26 +147,31 @@ def quantize_with_fallback(fp32: Path, out: Path, calib: np.ndarray, val: np.nda
         per_style = [compare(ref[s], run_batched(sess, val, s)) for s in ref]
         return {"psnr_db": min(p["psnr_db"] for p in per_style), "ssim": min(p["ssim"] for p in per_style)}
 
+    def meets(r: dict) -> bool:
+        return r["psnr_db"] >= min_psnr_db and r["ssim"] >= min_ssim
+
     quantize_int8(fp32, out, calib, n_styles, method, percentile)
     sqnr = layer_sqnr(fp32, out, calib, n_styles)
     order = sorted(sqnr, key=sqnr.get)  # most sensitive first
     rounds = [{"excluded": 0, **score(out)}]
     excluded: list[str] = []
-    while rounds[-1]["psnr_db"] < min_psnr_db and len(excluded) < min(max_fallback, len(order)):
+    while not meets(rounds[-1]) and len(excluded) < min(max_fallback, len(order)):
         excluded.append(order[len(excluded)])
         quantize_int8(fp32, out, calib, n_styles, method, percentile, tuple(excluded))
         rounds.append({"excluded": len(excluded), "layer": excluded[-1], **score(out)})
-        log.info("int8 fallback: %s kept in float -> %.2f dB", excluded[-1], rounds[-1]["psnr_db"])
-    met = rounds[-1]["psnr_db"] >= min_psnr_db
+        log.info("int8 fallback: %s kept in float -> %.2f dB, SSIM %.4f", excluded[-1], rounds[-1]["psnr_db"],
+                 rounds[-1]["ssim"])
+    met = meets(rounds[-1])
     problems = check_trt(out)
     if problems:
         raise StylepressError(f"{out.name} breaks TensorRT's quantization rules: {problems[0]}")
     return {
         "met": met,
-        "reason": None if met else (f"PSNR {rounds[-1]['psnr_db']:.2f} dB < {min_psnr_db} dB after "
-                                    f"{len(excluded)} layers in float (max_fallback {max_fallback})"),
+        "reason": None if met else (f"PSNR {rounds[-1]['psnr_db']:.2f} dB / SSIM {rounds[-1]['ssim']:.4f} short of "
+                                    f"{min_psnr_db} dB / {min_ssim} after {len(excluded)} layers in float "
+                                    f"(max_fallback {max_fallback})"),
         "psnr_db": rounds[-1]["psnr_db"], "ssim": rounds[-1]["ssim"],
-        "min_psnr_db": min_psnr_db, "max_fallback": max_fallback,
+        "min_psnr_db": min_psnr_db, "min_ssim": min_ssim, "max_fallback": max_fallback,
         "excluded": excluded, "output_layers_float": sorted(output_layers(onnx.load(str(fp32)))),
         "layer_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "rounds": rounds,
     }

@@ -81,7 +81,7 @@ def _config_hash(cfg: Config, stage: str) -> str:
         "compress": {k: d[k] for k in ("seed", "data", "compress")} | {"resolution": cfg.serving_resolution},
         "export": {k: d[k] for k in ("data", "export")} | {"resolution": cfg.serving_resolution},
         "repo": {k: d[k] for k in ("name", "serving")} | {"cpu_provider": d["export"]["cpu_provider"]},
-        "bench": {k: d[k] for k in ("data", "serving", "bench")},
+        "bench": {k: d[k] for k in ("data", "serving", "bench", "gates")},
     }[stage]
     return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
 
@@ -206,7 +206,7 @@ def _run_stages(cfg: Config, run_dir: Path, stages: tuple[str, ...], force: bool
 def _run_stage(cfg: Config, run_dir: Path, stage: str, resume: bool, log) -> int | None:
     """Run one stage; returns the signal number if it was interrupted."""
     from . import compress, export, serving, train  # the core composes the stages
-    from .benchmarks import precision, serving_latency
+    from .benchmarks import precision, report, serving_latency
     from .compress.distill import STATE_FILE as STUDENT_STATE
     from .train.trainer import STATE_FILE
 
@@ -228,6 +228,7 @@ def _run_stage(cfg: Config, run_dir: Path, stage: str, resume: bool, log) -> int
     else:
         precision.run(cfg, run_dir, repeats=cfg.bench.repeats, threads=cfg.bench.threads)
         serving_latency.run(cfg, run_dir, repeats=cfg.bench.repeats)
+        report.run(cfg, run_dir)
     return None
 
 

@@ -147,6 +147,7 @@ class Int8Config(_Section):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: Float = Field(99.999, gt=90, le=100)  # for method = "percentile"
     min_psnr_db: Float = Field(35.0, ge=0)  # int8 vs fp32 on val portraits; below it, layers fall back
+    min_ssim: Float = Field(0.98, ge=0, le=1)  # the same, for SSIM
     max_fallback: Int = Field(8, ge=0)  # most Conv/ConvTranspose layers kept in float
     val_images: Int = Field(8, ge=1)  # val portraits the PSNR/SSIM check runs on
 
@@ -204,6 +205,18 @@ class ServingConfig(_Section):
 class BenchConfig(_Section):
     repeats: Int = Field(50, ge=3)  # timed runs per variant, after warm-up
     threads: Int = Field(2, ge=1)  # threads per in-process variant
+    # fastest: the lowest p50 among variants meeting the quality gates; quality: the best PSNR
+    # within gates.max_p95_ms
+    objective: Literal["fastest", "quality"] = "fastest"
+
+
+class GatesConfig(_Section):
+    """Checked by `stylepress build` on the selected variant; a failure exits with code 3."""
+    min_psnr_db: Float = Field(30.0, ge=0)  # PSNR to the teacher's fp32 output on val portraits
+    min_ssim: Float = Field(0.9, ge=0, le=1)
+    max_p95_ms: Float | None = Field(None, gt=0)  # batch 1 at the serving size
+    min_speedup_vs_teacher: Float | None = Field(None, gt=0)  # p50 ratio, both timed in the same run
+    min_throughput: Float | None = Field(None, gt=0)  # images/s, batch 1
 
 
 class Config(_Section):
@@ -216,6 +229,7 @@ class Config(_Section):
     export: ExportConfig = ExportConfig()
     serving: ServingConfig = ServingConfig()
     bench: BenchConfig = BenchConfig()
+    gates: GatesConfig = GatesConfig()
 
     @property
     def crop(self) -> int:

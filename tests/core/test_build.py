@@ -87,6 +87,16 @@ def test_unchanged_rerun_skips_every_stage_and_force_reruns_the_chosen_ones(tmp_
     assert _stages(edited) == {"train": "skipped", "compress": "not", "export": "skipped", "repo": "ran",
                                "bench": "ran"}
     assert run_cli("verify", run_dir).returncode == 0
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["schema"] == 1 and report["selected"] and (run_dir / "report" / "pareto.png").stat().st_size
+    assert {v["name"] for v in report["variants"]} >= {"teacher-fp32-default", "teacher-int8-default"}
+
+    # A gate that cannot pass: exit code 3 and the gate table; only the bench stage reran.
+    config.write_text(config.read_text() + "[gates]\nmin_speedup_vs_teacher = 1000.0\n")
+    gated = run_cli("build", config, "--out", run_dir)
+    assert gated.returncode == 3, gated.stderr
+    assert "min_speedup_vs_teacher" in gated.stderr and "FAIL" in gated.stderr
+    assert _stages(gated)["bench"] == "ran" and _stages(gated)["export"] == "skipped"
 
 
 def test_a_tampered_or_missing_artifact_is_caught_by_verify(tmp_path):

@@ -143,14 +143,24 @@ def test_export_writes_every_precision_and_the_int8_model_passes_the_scanner(exp
     assert report["calibration"]["method"] == "minmax" and report["calibration"]["samples"] >= 1
     for key in ("fp32_p50_ms", "p50_ms", "speedup", "faster"):
         assert key in report["latency"]
-    assert report["latency"]["faster"] == (report["latency"]["p50_ms"] < report["latency"]["fp32_p50_ms"])
+    assert report["latency"]["faster"] == (report["latency"]["speedup"] >= export.MIN_SPEEDUP)
+    assert abs(report["latency"]["speedup"] - report["latency"]["fp32_p50_ms"] / report["latency"]["p50_ms"]) < 1e-9
 
 
-def _fallback(run_dir, tmp_path, min_psnr_db, max_fallback):
+def _fallback(run_dir, tmp_path, min_psnr_db, max_fallback, min_ssim=0.0):
     photos = export._serving_inputs(sorted((run_dir.parent / "photos").iterdir()), 64)
     return quantize_with_fallback(run_dir / "export" / "teacher.fp32.onnx", tmp_path / "q.onnx", photos, photos, 2,
                                   method="minmax", percentile=99.99, min_psnr_db=min_psnr_db,
-                                  max_fallback=max_fallback, provider="default")
+                                  max_fallback=max_fallback, provider="default", min_ssim=min_ssim)
+
+
+def test_fallback_also_meets_an_ssim_target(exported, tmp_path):
+    _, run_dir = exported
+    first = _fallback(run_dir, tmp_path, 0.0, 0)["rounds"][0]["ssim"]
+    target = 1 - (1 - first) / 2  # reachable: all layers in float is fp32 itself (SSIM 1)
+    report = _fallback(run_dir, tmp_path, 0.0, 99, min_ssim=target)
+    assert report["met"] and report["excluded"] and report["ssim"] >= target
+    assert all(r["ssim"] < target for r in report["rounds"][:-1])
 
 
 def test_fallback_excludes_the_most_sensitive_layers_until_the_target_is_met(exported, tmp_path):
@@ -176,4 +186,4 @@ def test_fallback_stops_at_max_fallback_and_says_so(exported, tmp_path):
     _, run_dir = exported
     report = _fallback(run_dir, tmp_path, 1000.0, 2)
     assert not report["met"] and len(report["excluded"]) == 2 and len(report["rounds"]) == 3
-    assert "max_fallback 2" in report["reason"]
+    assert "max_fallback 2" in report["reason"] and "short of 1000.0 dB" in report["reason"]
