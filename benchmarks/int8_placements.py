@@ -17,7 +17,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from stylepress.config import load_config
 from stylepress.data import find_images, val_image_paths
-from stylepress.export import _serving_inputs, onnx_name
+from stylepress.export import onnx_name, serving_inputs
 from stylepress.export.quantize import _Reader, compare
 from stylepress.export.runtime import available_cpu_providers, feeds_for, run_batched, session, time_session
 
@@ -26,8 +26,8 @@ def main(config: str, model: str = "student") -> None:
     cfg = load_config(config)
     run_dir, size = Path("runs") / cfg.name, cfg.serving_resolution
     fp32 = run_dir / "export" / onnx_name(model)
-    calib = _serving_inputs(find_images(cfg.data.photos)[:cfg.export.int8.samples], size)
-    val = _serving_inputs(val_image_paths(cfg.data)[:8], size)
+    calib = serving_inputs(find_images(cfg.data.photos)[:cfg.export.int8.samples], size)
+    val = serving_inputs(val_image_paths(cfg.data)[:8], size)
     ref = run_batched(session(fp32), val)
     with tempfile.TemporaryDirectory() as tmp:
         candidates = {"fp32": fp32, "trt-qdq": run_dir / "export" / onnx_name(model, "int8")}

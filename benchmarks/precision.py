@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from stylepress.config import Config
 from stylepress.data import val_image_paths
-from stylepress.export import MODELS, _serving_inputs, onnx_name
+from stylepress.export import MODELS, onnx_name, serving_inputs
 from stylepress.export.quantize import compare
 from stylepress.export.runtime import (
     available_cpu_providers,
@@ -47,7 +47,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 30, threads: int = 2, t
     variants = [(m, p) for m in MODELS for p in PRECISIONS if (export / onnx_name(m, p)).is_file()]
     providers = available_cpu_providers()
     chosen = resolve_cpu_provider(cfg.export.cpu_provider)
-    val = _serving_inputs(val_image_paths(cfg.data)[:cfg.export.int8.val_images], size)
+    val = serving_inputs(val_image_paths(cfg.data)[:cfg.export.int8.val_images], size)
     x = val[:1]
     rows, refs = [], {}
     with progress_bar(len(variants) * len(providers), "precision bench") as bar:

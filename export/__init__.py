@@ -60,7 +60,7 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
     parity = json.loads(parity_path.read_text()) if parity_path.is_file() else {}
     quant = json.loads(quant_path.read_text()) if quant_path.is_file() else {}
     size = cfg.serving_resolution
-    val = _serving_inputs(val_image_paths(cfg.data)[:ec.int8.val_images], size)
+    val = serving_inputs(val_image_paths(cfg.data)[:ec.int8.val_images], size)
     written = {}
     with progress_bar(len(models) * len(ec.precisions), "export", enabled=show_progress) as bar:
         for name in models:
@@ -81,6 +81,8 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
             written[f"{name}.fp32"] = fp32
             bar.advance()
             quant[name] = {"provider": provider, "resolution": size, "val_images": len(val)}
+            for stale in (p for p in ("fp16", "int8") if p not in ec.precisions):  # from an earlier config
+                (out / onnx_name(name, stale)).unlink(missing_ok=True)
             for precision in (p for p in ec.precisions if p != "fp32"):
                 bar.update(f"{name} {precision}")
                 path = out / onnx_name(name, precision)
@@ -118,7 +120,7 @@ def _engines(cfg: Config, out: Path, models: list[str]) -> dict[str, Path]:
     return written
 
 
-def _serving_inputs(paths: list[Path], size: int) -> np.ndarray:
+def serving_inputs(paths: list[Path], size: int) -> np.ndarray:
     """Portraits through the serving preprocessing (letterbox to size x size), NCHW in [-1, 1]."""
     return np.stack([prepost.letterbox(np.asarray(read_rgb(p)), size)[0] for p in paths])
 
@@ -143,7 +145,7 @@ def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, pr
         raise StylepressError(f"export.int8.calibration: no images in {folder}")
     # An even spread over the folder, deterministic: the same calibration set on every run.
     pick = [paths[i] for i in np.linspace(0, len(paths) - 1, min(ic.samples, len(paths))).round().astype(int)]
-    calib = _serving_inputs(pick, cfg.serving_resolution)
+    calib = serving_inputs(pick, cfg.serving_resolution)
     report = quantize_with_fallback(fp32, out, calib, val, n_styles, method=ic.method, percentile=ic.percentile,
                                     min_psnr_db=ic.min_psnr_db, max_fallback=ic.max_fallback, provider=provider,
                                     min_ssim=ic.min_ssim)

@@ -31,7 +31,7 @@ from onnxruntime.quantization.qdq_loss_debug import (
 from stylepress.errors import StylepressError
 from stylepress.metrics import psnr, ssim
 
-from .runtime import feeds_for, run_batched, session
+from .runtime import feeds_for, run_batched, session, time_session
 from .trt_rules import LINEAR, _output_layers, check_trt
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,6 @@ def quantize_with_fallback(fp32: Path, out: Path, calib: np.ndarray, val: np.nda
 
 def time_pair(fp32: Path, other: Path, provider: str, size: int, threads: int, repeats: int) -> dict:
     """Median latency of two models on the same provider, interleaved to share the machine's noise."""
-    from .runtime import time_session
-
     x = np.zeros((1, 3, size, size), np.float32)
     sessions = {"fp32": session(fp32, provider, threads), "other": session(other, provider, threads)}
     feeds = {k: feeds_for(s, x) for k, s in sessions.items()}

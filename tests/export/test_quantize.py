@@ -148,7 +148,7 @@ def test_export_writes_every_precision_and_the_int8_model_passes_the_scanner(exp
 
 
 def _fallback(run_dir, tmp_path, min_psnr_db, max_fallback, min_ssim=0.0):
-    photos = export._serving_inputs(sorted((run_dir.parent / "photos").iterdir()), 64)
+    photos = export.serving_inputs(sorted((run_dir.parent / "photos").iterdir()), 64)
     return quantize_with_fallback(run_dir / "export" / "teacher.fp32.onnx", tmp_path / "q.onnx", photos, photos, 2,
                                   method="minmax", percentile=99.99, min_psnr_db=min_psnr_db,
                                   max_fallback=max_fallback, provider="default", min_ssim=min_ssim)
