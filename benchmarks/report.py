@@ -6,22 +6,33 @@ report/report.json (schema 1):
    "variants": [{"name", "model", "runtime", "provider", "precision", "macs", "params", "size_bytes",
                  "quality": {"psnr_db", "ssim"},          # against the teacher's fp32 output; psnr null = identical
                  "points": [{"resolution", "batch", "concurrency", "p50_ms", "p95_ms", "p99_ms", "throughput"}]}]}
-report/report.md (tables), report/pareto.png (p50 latency against PSNR to the teacher, frontier drawn).
+report/report.md (tables), report/pareto.png (p50 latency against PSNR to the teacher, frontier drawn),
+report/samples.png (val portraits: input | teacher | each model and precision, per style) and
+report/report.html (one self-contained page: the tables and both images embedded).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from stylepress.config import Config  # noqa: E402
+from stylepress.data import val_image_paths  # noqa: E402
+from stylepress.export import onnx_name, serving_inputs  # noqa: E402
+from stylepress.export.runtime import resolve_cpu_provider, session  # noqa: E402
 from stylepress.fsutil import atomic_path, write_json, write_text  # noqa: E402
+from stylepress.images import grid, save_image  # noqa: E402
 from stylepress.models import load_generator  # noqa: E402
+
+SAMPLE_PHOTOS = 3
 
 SCHEMA = 1
 EXACT_DB = 100.0  # where an identical output is drawn and compared (PSNR is infinite)
@@ -53,7 +64,8 @@ def variants(run_dir: Path, precision_report: dict, resolution: int) -> list[dic
 
 
 def _psnr(v: dict) -> float:
-    return EXACT_DB if v["quality"]["psnr_db"] is None else v["quality"]["psnr_db"]
+    """PSNR for ranking and plotting: identical (None) and near-identical outputs at EXACT_DB."""
+    return EXACT_DB if v["quality"]["psnr_db"] is None else min(EXACT_DB, v["quality"]["psnr_db"])
 
 
 def _meets_quality(v: dict, gates) -> bool:
@@ -120,9 +132,12 @@ def plot(vs: list[dict], selected: dict | None, path: Path) -> None:
     if selected:
         ax.scatter(selected["points"][0]["p50_ms"], _psnr(selected), s=140, facecolors="none", edgecolors="red",
                    label=f"selected: {selected['name']}")
-    ax.set_xscale("log")
-    ax.set_xlabel("p50 latency, batch 1 (ms, log scale)")
-    ax.set_ylabel(f"PSNR to the teacher (dB; identical drawn at {EXACT_DB:g})")
+    latencies = [v["points"][0]["p50_ms"] for v in vs]
+    log_x = max(latencies) > 10 * min(latencies)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, batch 1 (ms{', log scale' if log_x else ''})")
+    ax.set_ylabel(f"PSNR to the teacher (dB; identical: {EXACT_DB:g})")
     ax.set_title("latency against quality (circles: default CPU provider, squares: OpenVINO)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -155,6 +170,68 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def samples(cfg: Config, run_dir: Path, vs: list[dict], path: Path) -> None:
+    """Val portraits per style: input | teacher fp32 | each other model and precision, on the
+    configured CPU provider."""
+    from PIL import Image
+
+    size = cfg.serving_resolution
+    photos = serving_inputs(val_image_paths(cfg.data)[:SAMPLE_PHOTOS], size)
+    styles = json.loads((run_dir / "teacher" / "arch.json").read_text())["styles"]
+    provider = resolve_cpu_provider(cfg.export.cpu_provider)
+    columns = [("teacher", "fp32")] + sorted({(v["model"], v["precision"]) for v in vs} - {("teacher", "fp32")})
+
+    def image(x):
+        return Image.fromarray(((x.transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).round().astype("uint8"))
+
+    outputs = {}
+    for model, precision in columns:
+        sess = session(run_dir / "export" / onnx_name(model, precision), provider)
+        for s in range(len(styles)):
+            feeds = {"image": photos} | ({"style": np.full(len(photos), s, np.int64)} if len(styles) > 1 else {})
+            outputs[model, precision, s] = sess.run(None, feeds)[0]
+    rows = [[image(photos[i])] + [image(outputs[m, p, s][i]) for m, p in columns]
+            for s in range(len(styles)) for i in range(len(photos))]
+    labels = ["input"] + [f"{m} {p}" for m, p in columns]
+    save_image(grid(rows, labels, cell=160), path)
+
+
+def _embed(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def html_page(report: dict, md: str, pareto: Path, sample_grid: Path) -> str:
+    """One self-contained page: the report's tables, the Pareto plot and the samples embedded."""
+    body, table = [], []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if set(line.replace("|", "").strip()) <= set("-: "):
+                continue
+            tag = "th" if not table else "td"
+            cells = [html.escape(c.strip().strip("*")) for c in line.strip("|").split("|")]
+            table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if table:
+            body.append("<table>" + "".join(table) + "</table>")
+            table = []
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
+    if table:
+        body.append("<table>" + "".join(table) + "</table>")
+    body.append(f'<h2>Latency against quality</h2><img alt="Pareto plot" src="{_embed(pareto)}">')
+    body.append(f'<h2>Samples</h2><img alt="sample grid" src="{_embed(sample_grid)}">')
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+             "img{max-width:100%;border:1px solid #ddd}")
+    # Marks the page once every embedded image has decoded (the report test reads it).
+    script = ("window.addEventListener('load',()=>{document.body.dataset.imagesOk="
+              "[...document.images].every(i=>i.complete&&i.naturalWidth>0)})")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>stylepress report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}<script>{script}</script></body></html>\n")
+
+
 def run(cfg: Config, run_dir: str | Path) -> dict:
     """Assemble report/ from report/precision.json; returns the report."""
     run_dir = Path(run_dir)
@@ -164,7 +241,11 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     report = {"schema": SCHEMA, "date": precision_report["date"], "machine": precision_report["machine"],
               "versions": precision_report["versions"], "objective": cfg.bench.objective,
               "selected": selected["name"] if selected else None, "gates": gates(selected, vs, cfg), "variants": vs}
-    write_json(run_dir / "report" / "report.json", report)
-    write_text(run_dir / "report" / "report.md", markdown(report))
-    plot(vs, selected, run_dir / "report" / "pareto.png")
+    out = run_dir / "report"
+    md = markdown(report)
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", md)
+    plot(vs, selected, out / "pareto.png")
+    samples(cfg, run_dir, vs, out / "samples.png")
+    write_text(out / "report.html", html_page(report, md, out / "pareto.png", out / "samples.png"))
     return report

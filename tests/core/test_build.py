@@ -1,14 +1,17 @@
 """`stylepress build` and `verify`: incremental reruns, --force, kills, tampering."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 from conftest import DEMO_PHOTOS, run_cli
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -91,12 +94,40 @@ def test_unchanged_rerun_skips_every_stage_and_force_reruns_the_chosen_ones(tmp_
     assert report["schema"] == 1 and report["selected"] and (run_dir / "report" / "pareto.png").stat().st_size
     assert {v["name"] for v in report["variants"]} >= {"teacher-fp32-default", "teacher-int8-default"}
 
+    _renders_in_chromium(run_dir / "report" / "report.html", tmp_path)
+
     # A gate that cannot pass: exit code 3 and the gate table; only the bench stage reran.
     config.write_text(config.read_text() + "[gates]\nmin_speedup_vs_teacher = 1000.0\n")
     gated = run_cli("build", config, "--out", run_dir)
     assert gated.returncode == 3, gated.stderr
     assert "min_speedup_vs_teacher" in gated.stderr and "FAIL" in gated.stderr
     assert _stages(gated)["bench"] == "ran" and _stages(gated)["export"] == "skipped"
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed here when missing (the test machines run Debian as root)."""
+    path = shutil.which("chromium")
+    if path is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True, timeout=900)
+        path = shutil.which("chromium")
+    assert path, "chromium is not installed and apt-get could not install it"
+    return path
+
+
+def _renders_in_chromium(page, tmp_path):
+    """Headless Chromium: the page loads without console errors, its embedded images decode, its
+    tables are there, and the screenshot is not blank."""
+    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+            f"--user-data-dir={tmp_path / 'chromium'}"]
+    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-images-ok="true"' in dom.stdout and dom.stdout.count("<table>") >= 1
+    assert "Uncaught" not in dom.stderr and ":CONSOLE" not in dom.stderr
+    shot = tmp_path / "report.png"
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text, tables and plots, not a blank page
 
 
 def test_a_tampered_or_missing_artifact_is_caught_by_verify(tmp_path):
