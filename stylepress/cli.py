@@ -253,14 +253,20 @@ def config_show(config: ConfigArg):
 
 @app.command()
 def demo(out: OutOpt = None, steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None):
-    """The whole job on portraits shipped inside installed packages: train, export, serve with Triton, stylize."""
+    """The whole job on portraits shipped inside installed packages: the build (train, compress, export,
+    repository, benchmarks, report), then serve with Triton and stylize through it."""
     from . import demo as demo_mod
 
     result = demo_mod.run(out if out is not None else Path("runs") / "demo", steps, log=console.print)
-    _report(result.trained)
-    if result.grid is not None:
-        console.print(f"Triton repository: {result.repository}")
-        console.print(f"stylized through Triton: {result.grid.parent}/ (overview: {result.grid})")
+    for r in result.stages:
+        console.print(f"{r.stage:9s} {r.status}" + (f" ({r.wall_s:.1f} s)" if r.status == "ran" else ""))
+    if result.signal is not None:
+        raise typer.Exit(128 + result.signal)
+    console.print(f"teacher samples: {result.run_dir / 'teacher' / 'samples.png'}")
+    console.print(f"report: {result.run_dir / 'report' / 'report.html'}")
+    console.print(result.summary)
+    console.print(f"Triton repository: {result.repository}")
+    console.print(f"stylized through Triton: {result.grid.parent}/ (overview: {result.grid})")
 
 
 def _report(result) -> None:

@@ -1,10 +1,12 @@
-"""`stylepress demo`: the whole job on photos shipped inside installed packages: train a small
-multi-style teacher, export it to ONNX, write the Triton repository, serve it with a real
-tritonserver on free local ports, stylize the photos through it, and stop the server."""
+"""`stylepress demo`: the whole job on photos shipped inside installed packages: the build (train a
+small multi-style teacher, prune and distil a student, export fp32/fp16/INT8, write the Triton
+repository, benchmark and report), then serve the repository with a real tritonserver on free
+local ports, stylize the photos through it, and stop the server."""
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -38,21 +40,27 @@ def prepare(run_dir: Path) -> Path:
 
 @dataclass
 class DemoResult:
-    trained: object  # stylepress.train.TrainResult
+    stages: list  # stylepress.build.StageResult per stage
+    run_dir: Path
     repository: Path | None = None
     outputs: list[Path] = field(default_factory=list)  # stylized through Triton
     grid: Path | None = None
+    summary: str = ""  # teacher against the selected variant
+
+    @property
+    def signal(self) -> int | None:
+        return self.stages[-1].signal if self.stages else None
 
 
 def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
-    from stylepress import export, serving, train  # the core composes the stages
+    from stylepress import build, serving  # the core composes the stages
 
     cfg = with_steps(load_config(prepare(run_dir)), steps)
-    result = DemoResult(train.run(cfg, run_dir, force=True))
-    if result.trained.signal is not None:
+    result = DemoResult(build.run(cfg, run_dir, log=log), run_dir)
+    if result.signal is not None:
         return result
-    export.run(cfg, run_dir)
-    result.repository = serving.write_repository(cfg, run_dir)
+    result.summary = summary(json.loads((run_dir / "report" / "report.json").read_text()))
+    result.repository = run_dir / serving.REPOSITORY
     server = serving.local_server(result.repository, run_dir / "tritonserver.log", log=log)
     log("starting tritonserver")
     with server:
@@ -71,3 +79,16 @@ def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
     result.grid = run_dir / "served" / "grid.png"
     save_image(grid(rows, ["input", *(f"{s} (via Triton)" for s in client.styles)]), result.grid)
     return result
+
+
+def summary(report: dict) -> str:
+    """One line: the selected variant against the teacher (speedup at batch 1, PSNR to it)."""
+    by_name = {v["name"]: v for v in report["variants"]}
+    chosen, teacher = by_name.get(report["selected"]), by_name.get("teacher-fp32-default")
+    if chosen is None or teacher is None:
+        return "no variant met the quality gates (see the report)"
+    speedup = teacher["points"][0]["p50_ms"] / chosen["points"][0]["p50_ms"]
+    psnr = chosen["quality"]["psnr_db"]
+    return (f"selected {chosen['name']}: {speedup:.1f}x the teacher's speed "
+            f"({chosen['points'][0]['p50_ms']:.1f} vs {teacher['points'][0]['p50_ms']:.1f} ms), "
+            f"PSNR to the teacher {'identical' if psnr is None else f'{psnr:.1f} dB'}")
