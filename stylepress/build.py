@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .config import Config
+from .config import BUILTIN_STYLES, Config
 from .errors import StylepressError
 from .fsutil import write_json
 
@@ -88,7 +88,7 @@ def _config_hash(cfg: Config, stage: str) -> str:
 
 def _inputs(cfg: Config, run_dir: Path, stage: str) -> list[Path]:
     if stage == "train":
-        folders = [cfg.data.photos, cfg.data.val_photos, *(Path(s) for s in cfg.data.styles if Path(s).is_dir())]
+        folders = [cfg.data.photos, cfg.data.val_photos, *(Path(s) for s in cfg.data.styles if s not in BUILTIN_STYLES)]
         return [p for f in folders if f is not None for p in _files(f)]
     if stage == "compress":
         return _outputs(run_dir, "train")
