@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.qdq_loss_debug import (
     collect_activations,
@@ -32,7 +33,7 @@ from stylepress.errors import StylepressError
 from stylepress.metrics import psnr, ssim
 
 from .runtime import feeds_for, run_batched, session, time_session
-from .trt_rules import LINEAR, _output_layers, check_trt
+from .trt_rules import LINEAR, check_trt, output_layers
 
 log = logging.getLogger(__name__)
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -63,11 +64,6 @@ class _Reader(CalibrationDataReader):
 
 def linear_layers(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in LINEAR]
-
-
-def output_layers(model: onnx.ModelProto) -> set[str]:
-    producer = {out: node for node in model.graph.node for out in node.output}
-    return _output_layers(model.graph, producer)
 
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, n_styles: int, method: str = "minmax",
@@ -128,8 +124,7 @@ def layer_sqnr(fp32: Path, int8: Path, calib: np.ndarray, n_styles: int) -> dict
 
 
 def compare(fp32_out: np.ndarray, out: np.ndarray) -> dict:
-    import torch  # metrics are torchmetrics-based
-
+    """PSNR/SSIM (torchmetrics) of `out` against the reference output, per image."""
     a, b = torch.from_numpy(fp32_out).float(), torch.from_numpy(out).float()
     return {"psnr_db": psnr(b, a).mean().item(), "ssim": ssim(b, a).mean().item()}
 

@@ -40,9 +40,11 @@ def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)  # ONNX's default axis is 1
 
 
-def _output_layers(graph: onnx.GraphProto, producer: dict) -> set[str]:
-    """The Conv/ConvTranspose nodes nearest to each graph output."""
-    found, stack, seen = set(), [o.name for o in graph.output], set()
+def output_layers(model: onnx.ModelProto) -> set[str]:
+    """The Conv/ConvTranspose nodes nearest to each graph output (walking back through Tanh,
+    Add, Clip and the like): the output layer, which stays in float."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found, stack, seen = set(), [o.name for o in model.graph.output], set()
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in seen:
@@ -66,7 +68,7 @@ def check_trt(model: onnx.ModelProto | str | Path) -> list[str]:
     for node in graph.node:
         for i, name in enumerate(node.input):
             consumers[name].append((node, i))
-    output_layers = _output_layers(graph, producer)
+    float_layers = output_layers(model)
     problems = []
 
     for node in graph.node:
@@ -102,6 +104,6 @@ def check_trt(model: onnx.ModelProto | str | Path) -> list[str]:
                 if user.op_type in FLOAT_ONLY:
                     problems.append(f"{user.name or user.output[0]}: quantized {FLOAT_ONLY[user.op_type]} "
                                     f"(fed by {name}): keep it in float")
-                elif user.name in output_layers:
+                elif user.name in float_layers:
                     problems.append(f"{user.name}: the output layer is quantized (fed by {name}): keep it in float")
     return problems
