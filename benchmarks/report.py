@@ -63,6 +63,19 @@ def variants(run_dir: Path, precision_report: dict, resolution: int) -> list[dic
     return out
 
 
+def served_variant(serving_report: dict, vs: list[dict]) -> dict | None:
+    """The model the repository serves, measured end to end through Triton (JPEG in, PNG out)
+    at each protocol and concurrency; quality and sizes are those of the same ONNX in process."""
+    model, precision, provider = serving_report["served"]
+    same = next((v for v in vs if (v["model"], v["precision"], v["provider"]) == (model, precision, provider)), None)
+    if same is None or not serving_report.get("concurrency"):
+        return None
+    points = [{"resolution": serving_report["resolution"], "batch": 1, **p} for p in serving_report["concurrency"]]
+    points.sort(key=lambda p: (p["protocol"] != "http", p["concurrency"]))  # HTTP at concurrency 1 first
+    return {**same, "name": f"triton-{model}-{precision}-{provider}",
+            "runtime": f"tritonserver (python backend, {RUNTIMES[provider]})", "points": points}
+
+
 def _psnr(v: dict) -> float:
     """PSNR for ranking and plotting: identical (None) and near-identical outputs at EXACT_DB."""
     return EXACT_DB if v["quality"]["psnr_db"] is None else min(EXACT_DB, v["quality"]["psnr_db"])
@@ -120,9 +133,9 @@ def pareto_front(vs: list[dict]) -> list[dict]:
 def plot(vs: list[dict], selected: dict | None, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for v in vs:
-        ax.scatter(v["points"][0]["p50_ms"], _psnr(v), s=30,
-                   marker="o" if v["provider"] == "default" else "s", color="tab:blue" if v["model"] == "teacher"
-                   else "tab:orange")
+        marker = "^" if v["name"].startswith("triton-") else "o" if v["provider"] == "default" else "s"
+        ax.scatter(v["points"][0]["p50_ms"], _psnr(v), s=30, marker=marker,
+                   color="tab:blue" if v["model"] == "teacher" else "tab:orange")
     front = pareto_front(vs)
     ax.plot([v["points"][0]["p50_ms"] for v in front], [_psnr(v) for v in front], color="tab:green", lw=1.2,
             label="Pareto frontier")
@@ -138,7 +151,8 @@ def plot(vs: list[dict], selected: dict | None, path: Path) -> None:
         ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, batch 1 (ms{', log scale' if log_x else ''})")
     ax.set_ylabel(f"PSNR to the teacher (dB; identical: {EXACT_DB:g})")
-    ax.set_title("latency against quality (circles: default CPU provider, squares: OpenVINO)", fontsize=9)
+    ax.set_title("latency against quality (circles: default CPU provider, squares: OpenVINO, "
+                 "triangle: through Triton)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -160,6 +174,15 @@ def markdown(report: dict) -> str:
         lines.append(f"| {v['name']} | {v['runtime']} | {v['precision']} | {v['macs'] / 1e9:.2f} | "
                      f"{v['params'] / 1e6:.2f} | {v['size_bytes'] / 1e6:.2f} | {psnr} | {q['ssim']:.4f} | "
                      f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} |")
+    for v in report["variants"]:
+        if len(v["points"]) > 1:
+            lines += ["", f"{v['name']} through Triton, one portrait per request (JPEG in, PNG out):", "",
+                      "| protocol | concurrency | p50 ms | p95 ms | p99 ms | images/s | generator queue ms | "
+                      "generator compute ms | batches / requests |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for p in v["points"]:
+                lines.append(f"| {p['protocol']} | {p['concurrency']} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} | "
+                             f"{p['p99_ms']:.1f} | {p['throughput']:.2f} | {p['generator_queue_ms']:.1f} | "
+                             f"{p['generator_compute_ms']:.1f} | {p['generator_batches']} / {p['requests']} |")
     if report["gates"]:
         lines += ["", "| gate | threshold | measured | margin | |", "|---|---:|---:|---:|---|"]
         for g in report["gates"]:
@@ -237,7 +260,11 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     precision_report = json.loads((run_dir / "report" / "precision.json").read_text())
     vs = variants(run_dir, precision_report, cfg.serving_resolution)
-    selected = select(vs, cfg)
+    serving_path = run_dir / "report" / "serving_latency.json"
+    served = served_variant(json.loads(serving_path.read_text()), vs) if serving_path.is_file() else None
+    selected = select(vs, cfg)  # among the in-process variants: what the repository should serve
+    if served:
+        vs.append(served)
     report = {"schema": SCHEMA, "date": precision_report["date"], "machine": precision_report["machine"],
               "versions": precision_report["versions"], "objective": cfg.bench.objective,
               "selected": selected["name"] if selected else None, "gates": gates(selected, vs, cfg), "variants": vs}

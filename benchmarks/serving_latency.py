@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from stylepress.export import onnx_name, runtime, served_precision
 from stylepress.export.runtime import resolve_cpu_provider
 from stylepress.fsutil import write_json
 from stylepress.progress import progress_bar
+
+CONCURRENCY = (1, 2, 4, 8)
 
 
 def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) -> dict:
@@ -58,6 +62,8 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
             server.wait_ready()
             client = serving.Client(server.http_url)
             results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)
+            sweep = [concurrency_point(server, protocol, data, c, max(repeats, 4 * c), f"{cfg.model_name}_generator")
+                     for protocol in ("http", "grpc") for c in CONCURRENCY]
         bar.advance()
     report = {
         "what": f"one {size}x{size} portrait, batch 1, sequential requests, {model} {precision} on {provider}",
@@ -65,11 +71,59 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": {"onnxruntime": ort.__version__, "tritonserver": "2.51 (nvidia-pytriton 0.7.0, CPU)",
                      "python": platform.python_version()},
-        "repeats": repeats, "warmup": warmup, "latency_ms": results,
+        "served": [model, precision, provider], "resolution": size,
+        "repeats": repeats, "warmup": warmup, "latency_ms": results, "concurrency": sweep,
         "triton_over_onnxruntime_full_path": results["triton_http"]["p50"] / results["onnxruntime_full_path"]["p50"],
     }
     write_json(run_dir / "report" / "serving_latency.json", report)
     return report
+
+
+def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requests: int, generator: str) -> dict:
+    """`concurrency` clients, each sending requests back to back (JPEG in, PNG out) until
+    `requests` are done in all: per-request latency, throughput, and from the server's statistics
+    API the generator's mean queue and compute time per request over the same requests."""
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    main = serving.Client(url, grpc=protocol == "grpc")
+    main.stylize(data)  # warm-up
+    before = _generator_stats(main, generator)
+    spans: list[tuple[float, float]] = []
+    counter = iter(range(requests))
+    ready = threading.Barrier(concurrency)
+
+    def worker(_):
+        client = serving.Client(url, grpc=protocol == "grpc")  # the HTTP client is bound to its thread
+        ready.wait()  # connections made: all start together
+        for _ in counter:  # shared: the threads take requests until all are sent
+            start = time.perf_counter()
+            client.stylize(data)
+            spans.append((start, time.perf_counter()))
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(concurrency)))
+    latencies = [(end - start) * 1000 for start, end in spans]
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    after = _generator_stats(main, generator)
+    n = max(1, after["count"] - before["count"])
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {"protocol": protocol, "concurrency": concurrency, "requests": len(latencies),
+            "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "throughput": len(latencies) / wall,
+            "generator_queue_ms": (after["queue_ns"] - before["queue_ns"]) / n / 1e6,
+            "generator_compute_ms": (after["compute_ns"] - before["compute_ns"]) / n / 1e6,
+            "generator_batches": after["executions"] - before["executions"]}
+
+
+def _generator_stats(client, model: str) -> dict:
+    """Cumulative counters of one model from Triton's statistics API."""
+    stats = client.statistics(model)
+    infer = stats.get("inference_stats", {})
+
+    def field(name: str, key: str = "ns") -> int:  # protobuf's JSON form leaves out zeros
+        return int(infer.get(name, {}).get(key, 0))
+
+    return {"count": field("success", "count"), "queue_ns": field("queue"),
+            "compute_ns": sum(field(k) for k in ("compute_input", "compute_infer", "compute_output")),
+            "executions": int(stats.get("execution_count", 0))}
 
 
 def _time(fn, repeats: int, warmup: int) -> dict:

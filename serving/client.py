@@ -69,6 +69,16 @@ class Client:
         self._client.async_infer(self.model, inputs, done, outputs=outputs, client_timeout=self.timeout)
         return lambda: future.result(timeout=self.timeout)
 
+    def statistics(self, model: str) -> dict:
+        """Triton's statistics for one model (cumulative counters), as a dict on both protocols."""
+        if self.grpc:
+            from google.protobuf.json_format import MessageToDict
+
+            stats = MessageToDict(self._client.get_inference_statistics(model), preserving_proto_field_name=True)
+        else:
+            stats = self._client.get_inference_statistics(model)
+        return stats["model_stats"][0]
+
     def _bytes_input(self, name: str, data: bytes):
         tensor = self._lib.InferInput(name, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))

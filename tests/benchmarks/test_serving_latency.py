@@ -10,3 +10,10 @@ def test_latency_report_records_all_paths_machine_and_versions(served):
         assert 0 < figures["min"] <= figures["p50"] <= figures["p95"] <= figures["p99"]
     assert report["machine"]["cores"] and report["versions"]["onnxruntime"]
     assert (served.run_dir / "report" / "serving_latency.json").is_file()
+    points = {(p["protocol"], p["concurrency"]): p for p in report["concurrency"]}
+    assert set(points) == {(proto, c) for proto in ("http", "grpc") for c in (1, 2, 4, 8)}
+    for p in points.values():
+        assert p["requests"] >= 4 * p["concurrency"] and 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+        assert p["throughput"] > 0 and p["generator_compute_ms"] > 0 and p["generator_queue_ms"] >= 0
+    # The tiny config's 200 ms queue delay lets the dynamic batcher group concurrent requests.
+    assert points["http", 8]["generator_batches"] < points["http", 8]["requests"]

@@ -93,6 +93,9 @@ def test_unchanged_rerun_skips_every_stage_and_force_reruns_the_chosen_ones(tmp_
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert report["schema"] == 1 and report["selected"] and (run_dir / "report" / "pareto.png").stat().st_size
     assert {v["name"] for v in report["variants"]} >= {"teacher-fp32-default", "teacher-int8-default"}
+    served = [v for v in report["variants"] if v["name"].startswith("triton-")]
+    assert len(served) == 1 and {(p["protocol"], p["concurrency"]) for p in served[0]["points"]} == {
+        (proto, c) for proto in ("http", "grpc") for c in (1, 2, 4, 8)}
 
     _renders_in_chromium(run_dir / "report" / "report.html", tmp_path)
 
