@@ -20,6 +20,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,7 +30,7 @@ from stylepress.data import val_image_paths  # noqa: E402
 from stylepress.export import onnx_name, serving_inputs  # noqa: E402
 from stylepress.export.runtime import resolve_cpu_provider, session  # noqa: E402
 from stylepress.fsutil import atomic_path, write_json, write_text  # noqa: E402
-from stylepress.images import grid, save_image  # noqa: E402
+from stylepress.images import grid, save_image, to_image  # noqa: E402
 from stylepress.models import load_generator  # noqa: E402
 
 SAMPLE_PHOTOS = 3
@@ -161,6 +162,13 @@ def plot(vs: list[dict], selected: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
+def gate_cells(g: dict) -> tuple[str, str]:
+    """A gate's measured value and margin as text ("n/a" when nothing was measured)."""
+    value = "n/a" if g["value"] is None else f"{g['value']:.3f}"
+    margin = "n/a" if g["margin"] is None else f"{g['margin']:+.3f}"
+    return value, margin
+
+
 def markdown(report: dict) -> str:
     lines = [f"# stylepress report ({report['date'][:10]})", "",
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
@@ -186,8 +194,7 @@ def markdown(report: dict) -> str:
     if report["gates"]:
         lines += ["", "| gate | threshold | measured | margin | |", "|---|---:|---:|---:|---|"]
         for g in report["gates"]:
-            value = "n/a" if g["value"] is None else f"{g['value']:.3f}"
-            margin = "n/a" if g["margin"] is None else f"{g['margin']:+.3f}"
+            value, margin = gate_cells(g)
             lines.append(f"| {g['name']} | {g['threshold']:g} | {value} | {margin} | "
                          f"{'pass' if g['passed'] else '**FAIL**'} |")
     return "\n".join(lines) + "\n"
@@ -196,16 +203,11 @@ def markdown(report: dict) -> str:
 def samples(cfg: Config, run_dir: Path, vs: list[dict], path: Path) -> None:
     """Val portraits per style: input | teacher fp32 | each other model and precision, on the
     configured CPU provider."""
-    from PIL import Image
-
     size = cfg.serving_resolution
     photos = serving_inputs(val_image_paths(cfg.data)[:SAMPLE_PHOTOS], size)
     styles = json.loads((run_dir / "teacher" / "arch.json").read_text())["styles"]
     provider = resolve_cpu_provider(cfg.export.cpu_provider)
     columns = [("teacher", "fp32")] + sorted({(v["model"], v["precision"]) for v in vs} - {("teacher", "fp32")})
-
-    def image(x):
-        return Image.fromarray(((x.transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).round().astype("uint8"))
 
     outputs = {}
     for model, precision in columns:
@@ -213,6 +215,9 @@ def samples(cfg: Config, run_dir: Path, vs: list[dict], path: Path) -> None:
         for s in range(len(styles)):
             feeds = {"image": photos} | ({"style": np.full(len(photos), s, np.int64)} if len(styles) > 1 else {})
             outputs[model, precision, s] = sess.run(None, feeds)[0]
+    def image(x):
+        return to_image(torch.from_numpy(x))
+
     rows = [[image(photos[i])] + [image(outputs[m, p, s][i]) for m, p in columns]
             for s in range(len(styles)) for i in range(len(photos))]
     labels = ["input"] + [f"{m} {p}" for m, p in columns]

@@ -221,11 +221,12 @@ def build(config: ConfigArg, out: OutOpt = None,
     if any(r.stage == "bench" and r.status in ("ran", "skipped") for r in results) and report_path.is_file():
         import json
 
+        from .benchmarks.report import gate_cells
+
         report = json.loads(report_path.read_text())
         console.print(f"report: {report_path.with_suffix('.md')}  selected: {report['selected']}")
         for g in report["gates"]:
-            value = "n/a" if g["value"] is None else f"{g['value']:.3f}"
-            margin = "n/a" if g["margin"] is None else f"{g['margin']:+.3f}"
+            value, margin = gate_cells(g)
             console.print(f"gate {g['name']:24s} threshold {g['threshold']:<10g} measured {value:>10s} "
                           f"margin {margin:>9s}  {'pass' if g['passed'] else 'FAIL'}")
         if not all(g["passed"] for g in report["gates"]) or report["selected"] is None:
