@@ -109,6 +109,17 @@ def tiny_run(folder: Path, serving: str = "") -> tuple[Path, Path]:
     return config, run_dir
 
 
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny run exported in all three precisions through the real CLI, once per session; tests
+    read it and write elsewhere. Returns (config path, run dir)."""
+    config, run_dir = tiny_run(tmp_path_factory.mktemp("exported"),
+                               serving='[export]\nprecisions = ["fp32", "fp16", "int8"]\n')
+    result = run_cli("export", config, "--out", run_dir)
+    assert result.returncode == 0, result.stderr
+    return config, run_dir
+
+
 @dataclass
 class Served:
     server: object  # stylepress.serving.Server

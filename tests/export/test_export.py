@@ -15,14 +15,6 @@ from stylepress.export.parity import check_parity
 from stylepress.models import build_generator, load_generator
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    config, run_dir = tiny_run(tmp_path_factory.mktemp("export"))
-    result = run_cli("export", config, "--out", run_dir)
-    assert result.returncode == 0, result.stderr
-    return config, run_dir
-
-
 def test_export_writes_a_checked_onnx_with_dynamic_batch_height_and_width(exported):
     _, run_dir = exported
     path = run_dir / "export" / "teacher.fp32.onnx"

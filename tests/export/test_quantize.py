@@ -5,7 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import run_cli, tiny_run
+from conftest import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 from stylepress import export
@@ -113,16 +113,6 @@ def test_check_trt_command_fails_with_the_node_name_and_passes_a_good_model(tmp_
     assert {f"{node}: UINT8 quantization: TensorRT needs INT8" for node in ("in_Q", "in_DQ")} <= set(lines)
     result = run_cli("export", "--check-trt", good)
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The tiny run exported in all three precisions through the real CLI."""
-    config, run_dir = tiny_run(tmp_path_factory.mktemp("quant"),
-                               serving='[export]\nprecisions = ["fp32", "fp16", "int8"]\n')
-    result = run_cli("export", config, "--out", run_dir)
-    assert result.returncode == 0, result.stderr
-    return config, run_dir
 
 
 def test_export_writes_every_precision_and_the_int8_model_passes_the_scanner(exported):
