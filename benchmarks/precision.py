@@ -10,15 +10,17 @@ is under `target_speedup`, ONNX Runtime's per-operator profile of both shows whe
 
 from __future__ import annotations
 
-import datetime
 import json
+import multiprocessing
 import os
 import platform
+import resource
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
 from stylepress.config import Config
 from stylepress.data import val_image_paths
@@ -30,27 +32,30 @@ from stylepress.export.runtime import (
     resolve_cpu_provider,
     run_batched,
     session,
-    time_session,
+    time_call,
 )
 from stylepress.fsutil import write_json, write_text
-from stylepress.models import ARCH_FILE
+from stylepress.machine import describe, now
+from stylepress.models import ARCH_FILE, load_generator
 from stylepress.progress import progress_bar
-
-from .serving_latency import _cpu_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def run(cfg: Config, run_dir: str | Path, repeats: int = 30, threads: int = 2, target_speedup: float = 4.0) -> dict:
-    run_dir, size = Path(run_dir), cfg.serving_resolution
+    run_dir, size, bc = Path(run_dir), cfg.serving_resolution, cfg.bench
     export = run_dir / "export"
     variants = [(m, p) for m in MODELS for p in PRECISIONS if (export / onnx_name(m, p)).is_file()]
     providers = available_cpu_providers()
     chosen = resolve_cpu_provider(cfg.export.cpu_provider)
-    val = serving_inputs(val_image_paths(cfg.data)[:cfg.export.int8.val_images], size)
-    x = val[:1]
+    paths = val_image_paths(cfg.data)
+    val = serving_inputs(paths[:cfg.export.int8.val_images], size)
+    points = sorted({(1, size)} | {(b, r) for r in bc.resolutions for b in bc.batches},
+                    key=lambda p: (p != (1, size), p[1], p[0]))  # the serving point first: the headline
+    images = {r: serving_inputs(paths[:1], r) for r in {r for _, r in points}}
+    eager = [m for m in MODELS if (run_dir / m / ARCH_FILE).is_file()]
     rows, refs = [], {}
-    with progress_bar(len(variants) * len(providers), "precision bench") as bar:
+    with progress_bar(len(variants) * len(providers) + len(eager), "precision bench") as bar:
         for model, precision in variants:
             path = export / onnx_name(model, precision)
             for provider in providers:
@@ -59,22 +64,46 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 30, threads: int = 2, t
                     ref = session(export / onnx_name(model), "default", threads)
                     n_styles = len(json.loads((run_dir / model / ARCH_FILE).read_text())["styles"])
                     refs[model] = {s: run_batched(ref, val, s) for s in range(n_styles)}
-                sess = session(path, provider, threads)
-                outs = {s: run_batched(sess, val, s) for s in refs[model]}
-                rows.append({"model": model, "precision": precision, "provider": provider,
-                             "size_bytes": path.stat().st_size,
-                             **_quality(refs[model], outs, ""),
-                             **(_quality(refs["teacher"], outs, "_vs_teacher") if "teacher" in refs else {}),
-                             **time_session(sess, feeds_for(sess, x), repeats=repeats, warmup=5)})
+                outs = {s: run_batched(session(path, provider, threads), val, s) for s in refs[model]}
+
+                def onnx_runner(batch, res, path=path, provider=provider):
+                    sess = session(path, provider, threads, shape=(batch, res, res))  # compiled for its one shape
+                    feeds = feeds_for(sess, np.repeat(images[res], batch, axis=0))
+                    return lambda: sess.run(None, feeds)
+
+                rows.append(_row(model, precision, provider, path.stat().st_size, refs, outs, points, onnx_runner,
+                                 ("onnx", str(path), provider, threads), repeats, bc.budget_s))
                 bar.advance()
+        for model in eager:  # the PyTorch model itself, as trained: the baseline users start from
+            bar.update(f"{model} pytorch eager")
+            net, spec = load_generator(run_dir / model)
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                outs = {s: net(torch.from_numpy(val), torch.full((len(val),), s)).numpy() for s in refs.get(model, {})}
+
+            def eager_runner(batch, res, net=net):
+                x, style = torch.from_numpy(np.repeat(images[res], batch, axis=0)), torch.zeros(batch, dtype=torch.long)
+
+                def call():
+                    with torch.inference_mode():
+                        net(x, style)
+                return call
+
+            rows.append(_row(model, "fp32", "eager", (run_dir / model / "weights.safetensors").stat().st_size,
+                             refs, outs, points, eager_runner, ("eager", str(run_dir / model), "eager", threads),
+                             repeats, bc.budget_s))
+            bar.advance()
     report = {
-        "what": f"batch 1, {size}x{size}, {threads} threads; quality vs the same model's fp32 and vs the teacher's "
-                f"fp32 (default provider) on {len(val)} val portraits (worst style)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": {"onnxruntime": ort.__version__, "python": platform.python_version()},
+        "what": f"{threads} threads; headline batch 1 at {size}x{size} ({repeats} runs), other points {repeats} runs "
+                f"or {bc.budget_s:g} s; quality vs the same model's fp32 and vs the teacher's fp32 (ONNX Runtime "
+                f"default provider) on {len(val)} val portraits (worst style); peak memory: a fresh process loading "
+                f"the model and running batch 1 at {size}x{size}",
+        "date": now(),
+        "machine": describe(),
+        "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "repeats": repeats, "provider": chosen, "variants": rows, "speedups": {}, "profiles": {},
     }
+    x = val[:1]
     for model in MODELS:
         base = _find(rows, model, "fp32", "default")
         fast = _find(rows, model, "int8", chosen)
@@ -88,6 +117,44 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 30, threads: int = 2, t
     write_json(run_dir / "report" / "precision.json", report)
     write_text(run_dir / "report" / "precision.md", markdown(report))
     return report
+
+
+def _row(model, precision, provider, size_bytes, refs, outs, points, runner, peak_args, repeats, budget_s) -> dict:
+    """One variant: quality, then latency at each (batch, resolution) point; the first point's figures
+    are also the row's own (p50_ms ...)."""
+    timed = []
+    for i, (batch, res) in enumerate(points):
+        t = time_call(runner(batch, res), repeats=repeats, warmup=5 if i == 0 else 1,
+                      budget_s=None if i == 0 else budget_s)
+        timed.append({"resolution": res, "batch": batch, **t, "throughput": 1000.0 * batch / t["p50_ms"]})
+    first = {k: v for k, v in timed[0].items() if k not in ("resolution", "batch", "throughput")}
+    return {"model": model, "precision": precision, "provider": provider, "size_bytes": size_bytes,
+            **(_quality(refs[model], outs, "") if model in refs else {}),
+            **(_quality(refs["teacher"], outs, "_vs_teacher") if "teacher" in refs else {}),
+            **first, "points": timed, "peak_memory_mb": peak_memory_mb(*peak_args, timed[0]["resolution"])}
+
+
+def peak_memory_mb(kind: str, path: str, provider: str, threads: int, size: int) -> float:
+    """Resident memory a fresh process adds to load the model and run batch 1 at `size`² once (MB)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_peak_child, (kind, path, provider, threads, size))
+
+
+def _peak_child(kind: str, path: str, provider: str, threads: int, size: int) -> float:
+    def rss_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    x = np.zeros((1, 3, size, size), np.float32)
+    before = rss_mb()  # imports done
+    if kind == "eager":
+        torch.set_num_threads(threads)
+        net, _ = load_generator(path)
+        with torch.inference_mode():
+            net(torch.from_numpy(x), torch.zeros(1, dtype=torch.long))
+    else:
+        sess = session(path, provider, threads, shape=(1, size, size))
+        sess.run(None, feeds_for(sess, x))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
 def _quality(ref: dict, outs: dict, suffix: str) -> dict:

@@ -5,7 +5,13 @@ report/report.json (schema 1):
    "gates": [{"name", "threshold", "value", "margin", "passed"}],
    "variants": [{"name", "model", "runtime", "provider", "precision", "macs", "params", "size_bytes",
                  "quality": {"psnr_db", "ssim"},          # against the teacher's fp32 output; psnr null = identical
-                 "points": [{"resolution", "batch", "concurrency", "p50_ms", "p95_ms", "p99_ms", "throughput"}]}]}
+                 "peak_memory_mb",                        # in process: a fresh process, batch 1 at the serving size
+                 "points": [{"resolution", "batch", "concurrency", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+                             "runs", "throughput"}]}]}    # points[0]: batch 1 at the serving size (concurrency 1)
+  Variants: each ONNX precision on each CPU provider, the PyTorch models in eager mode
+  (runtime "pytorch", never selected: the repository serves ONNX), and the served model through Triton
+  (its points: each protocol and concurrency, plus "protocol", queue and compute times).
+  "not_computed": {"lpips", "fid_kid"}: why those metrics have no figure.
 report/report.md (tables), report/pareto.png (p50 latency against PSNR to the teacher, frontier drawn),
 report/samples.png (val portraits: input | teacher | each model and precision, per style) and
 report/report.html (one self-contained page: the tables and both images embedded).
@@ -33,11 +39,16 @@ from stylepress.fsutil import atomic_path, write_json, write_text  # noqa: E402
 from stylepress.images import grid, save_image, to_image  # noqa: E402
 from stylepress.models import load_generator  # noqa: E402
 
+from .serving_latency import concurrency_table  # noqa: E402
+
 SAMPLE_PHOTOS = 3
 
 SCHEMA = 1
 EXACT_DB = 100.0  # where an identical output is drawn and compared (PSNR is infinite)
-RUNTIMES = {"default": "onnxruntime", "openvino": "onnxruntime-openvino"}
+# Perceptual metrics need pretrained networks (LPIPS: AlexNet/VGG; FID/KID: Inception) that this
+# project neither ships nor downloads: said so, never a number from nowhere.
+NOT_COMPUTED = {"lpips": "not computed: no local weights", "fid_kid": "not computed: no local weights"}
+RUNTIMES = {"default": "onnxruntime", "openvino": "onnxruntime-openvino", "eager": "pytorch"}
 
 
 def _counts(run_dir: Path, model: str, resolution: int) -> tuple[int, int]:
@@ -57,9 +68,10 @@ def variants(run_dir: Path, precision_report: dict, resolution: int) -> list[dic
             "name": f"{r['model']}-{r['precision']}-{r['provider']}", "model": r["model"],
             "runtime": RUNTIMES[r["provider"]], "provider": r["provider"], "precision": r["precision"],
             "macs": counts[r["model"]][0], "params": counts[r["model"]][1], "size_bytes": r["size_bytes"],
-            "quality": {"psnr_db": psnr, "ssim": ssim},
-            "points": [{"resolution": resolution, "batch": 1, "concurrency": 1, "p50_ms": r["p50_ms"],
-                        "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"], "throughput": 1000.0 / r["p50_ms"]}],
+            "quality": {"psnr_db": psnr, "ssim": ssim}, "peak_memory_mb": r["peak_memory_mb"],
+            "points": [{"resolution": p["resolution"], "batch": p["batch"], "concurrency": 1, "p50_ms": p["p50_ms"],
+                        "p90_ms": p["p90_ms"], "p95_ms": p["p95_ms"], "p99_ms": p["p99_ms"], "runs": p["runs"],
+                        "throughput": p["throughput"]} for p in r["points"]],
         })
     return out
 
@@ -90,6 +102,7 @@ def select(vs: list[dict], cfg: Config) -> dict | None:
     """[bench] objective: "fastest" (lowest p50 meeting the quality gates) or "quality" (best
     PSNR within max_p95_ms, when set)."""
     g = cfg.gates
+    vs = [v for v in vs if v["provider"] != "eager"]  # the repository serves ONNX
     if cfg.bench.objective == "quality":
         ok = [v for v in vs if g.max_p95_ms is None or v["points"][0]["p95_ms"] <= g.max_p95_ms]
         return max(ok, key=_psnr, default=None)
@@ -174,23 +187,30 @@ def markdown(report: dict) -> str:
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
              f"onnxruntime {report['versions']['onnxruntime']}. Objective: {report['objective']}; "
              f"selected: **{report['selected'] or 'none (no variant meets the quality gates)'}**.", "",
-             "| variant | runtime | precision | GMACs | params (M) | size MB | PSNR dB | SSIM | p50 ms | p95 ms |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| variant | runtime | precision | GMACs | params (M) | size MB | peak MB | PSNR dB | SSIM | p50 ms "
+             "| p95 ms |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v in report["variants"]:
         p, q = v["points"][0], v["quality"]
         psnr = "identical" if q["psnr_db"] is None else f"{q['psnr_db']:.2f}"
         lines.append(f"| {v['name']} | {v['runtime']} | {v['precision']} | {v['macs'] / 1e9:.2f} | "
-                     f"{v['params'] / 1e6:.2f} | {v['size_bytes'] / 1e6:.2f} | {psnr} | {q['ssim']:.4f} | "
-                     f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} |")
+                     f"{v['params'] / 1e6:.2f} | {v['size_bytes'] / 1e6:.2f} | {v['peak_memory_mb']:.0f} | {psnr} | "
+                     f"{q['ssim']:.4f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} |")
+    lines += ["", "PSNR and SSIM against the teacher's fp32 output on val portraits. "
+              + "; ".join(f"{k.upper().replace('_', '/')}: {v}" for k, v in report["not_computed"].items()) + "."]
+    in_process = [v for v in report["variants"] if "protocol" not in v["points"][0]]
+    shapes = list(dict.fromkeys((p["resolution"], p["batch"]) for v in in_process for p in v["points"]))
+    if len(shapes) > 1:
+        lines += ["", "In process, p50 ms (images/s) at each resolution and batch:", "",
+                  "| variant | " + " | ".join(f"{r}² batch {b}" for r, b in shapes) + " |",
+                  "|---|" + "---:|" * len(shapes)]
+        for v in in_process:
+            at = {(p["resolution"], p["batch"]): p for p in v["points"]}
+            lines.append(f"| {v['name']} | " + " | ".join(
+                f"{at[k]['p50_ms']:.1f} ({at[k]['throughput']:.1f})" if k in at else "" for k in shapes) + " |")
     for v in report["variants"]:
-        if len(v["points"]) > 1:
+        if "protocol" in v["points"][0]:
             lines += ["", f"{v['name']} through Triton, one portrait per request (JPEG in, PNG out):", "",
-                      "| protocol | concurrency | p50 ms | p95 ms | p99 ms | images/s | generator queue ms | "
-                      "generator compute ms | batches / requests |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for p in v["points"]:
-                lines.append(f"| {p['protocol']} | {p['concurrency']} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} | "
-                             f"{p['p99_ms']:.1f} | {p['throughput']:.2f} | {p['generator_queue_ms']:.1f} | "
-                             f"{p['generator_compute_ms']:.1f} | {p['generator_batches']} / {p['requests']} |")
+                      *concurrency_table(v["points"])]
     if report["gates"]:
         lines += ["", "| gate | threshold | measured | margin | |", "|---|---:|---:|---:|---|"]
         for g in report["gates"]:
@@ -272,7 +292,8 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
         vs.append(served)
     report = {"schema": SCHEMA, "date": precision_report["date"], "machine": precision_report["machine"],
               "versions": precision_report["versions"], "objective": cfg.bench.objective,
-              "selected": selected["name"] if selected else None, "gates": gates(selected, vs, cfg), "variants": vs}
+              "selected": selected["name"] if selected else None, "gates": gates(selected, vs, cfg), "variants": vs,
+              "not_computed": NOT_COMPUTED}
     out = run_dir / "report"
     md = markdown(report)
     write_json(out / "report.json", report)

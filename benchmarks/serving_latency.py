@@ -7,8 +7,6 @@ the two figures are comparable; the machine and library versions are recorded be
 
 from __future__ import annotations
 
-import datetime
-import os
 import platform
 import threading
 import time
@@ -23,7 +21,8 @@ from stylepress.config import Config
 from stylepress.data import val_image_paths
 from stylepress.export import onnx_name, runtime, served_precision
 from stylepress.export.runtime import resolve_cpu_provider
-from stylepress.fsutil import write_json
+from stylepress.fsutil import write_json, write_text
+from stylepress.machine import describe, now
 from stylepress.progress import progress_bar
 
 CONCURRENCY = (1, 2, 4, 8)
@@ -39,7 +38,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
     provider = resolve_cpu_provider(cfg.export.cpu_provider)
     data = val_image_paths(cfg.data)[0].read_bytes()
     size = cfg.serving_resolution
-    session = runtime.session(run_dir / "export" / onnx_name(model, precision), provider)
+    session = runtime.session(run_dir / "export" / onnx_name(model, precision), provider, shape=(1, size, size))
     x, box = prepost.letterbox(prepost.decode(data), size)
     feeds = {"image": x[None]}
     if len(session.get_inputs()) == 2:
@@ -67,8 +66,8 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
         bar.advance()
     report = {
         "what": f"one {size}x{size} portrait, batch 1, sequential requests, {model} {precision} on {provider}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "date": now(),
+        "machine": describe(),
         "versions": {"onnxruntime": ort.__version__, "tritonserver": "2.51 (nvidia-pytriton 0.7.0, CPU)",
                      "python": platform.python_version()},
         "served": [model, precision, provider], "resolution": size,
@@ -76,7 +75,26 @@ def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) ->
         "triton_over_onnxruntime_full_path": results["triton_http"]["p50"] / results["onnxruntime_full_path"]["p50"],
     }
     write_json(run_dir / "report" / "serving_latency.json", report)
+    write_text(run_dir / "report" / "serving_latency.md", markdown(report))
     return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"{report['what']}; {report['machine']['cpu']}, {report['date'][:10]}", "",
+             "| path | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|",
+             *(f"| {name} | {f['p50']:.1f} | {f['p95']:.1f} | {f['p99']:.1f} |"
+               for name, f in report["latency_ms"].items()), "", *concurrency_table(report["concurrency"])]
+    return "\n".join(lines) + "\n"
+
+
+def concurrency_table(points: list[dict]) -> list[str]:
+    lines = ["| protocol | concurrency | p50 ms | p95 ms | p99 ms | images/s | generator queue ms | "
+             "generator compute ms | batches / requests |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in points:
+        lines.append(f"| {p['protocol']} | {p['concurrency']} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} | "
+                     f"{p['p99_ms']:.1f} | {p['throughput']:.2f} | {p['generator_queue_ms']:.1f} | "
+                     f"{p['generator_compute_ms']:.1f} | {p['generator_batches']} / {p['requests']} |")
+    return lines
 
 
 def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requests: int, generator: str) -> dict:
@@ -136,13 +154,3 @@ def _time(fn, repeats: int, warmup: int) -> dict:
         samples.append((time.perf_counter() - start) * 1000)
     p50, p95, p99 = np.percentile(samples, [50, 95, 99])
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "min": float(min(samples))}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

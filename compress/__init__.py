@@ -11,7 +11,6 @@ student/
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from stylepress.config import Config
 from stylepress.data import PortraitData
 from stylepress.errors import StylepressError
 from stylepress.fsutil import write_json
+from stylepress.machine import describe, now
 from stylepress.models import ARCH_FILE, build_generator, load_generator
 
 from .distill import STATE_FILE, distill
@@ -30,33 +30,35 @@ PRUNE_FILE = "prune.json"
 
 
 def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
-        sweep: list[float] | None = None, show_progress: bool = True) -> dict:
-    """Prune and distil the run's teacher into student/ (or one student per --sweep factor)."""
+        sweep: list[float] | None = None, teacher_dir: Path | None = None, show_progress: bool = True) -> dict:
+    """Prune and distil the run's teacher (or `teacher_dir`) into student/ (or one student per --sweep
+    factor)."""
     run_dir = Path(run_dir)
-    teacher, spec = load_generator(run_dir / "teacher")
+    teacher_dir = Path(teacher_dir) if teacher_dir is not None else run_dir / "teacher"
+    teacher, spec = load_generator(teacher_dir)
     if spec["arch"] != "resnet":
         raise StylepressError(f"compress supports ResNet generators, not {spec['arch']!r}")
     data = PortraitData(cfg.data, cfg.crop)
     teacher_count = count(teacher, spec, cfg.serving_resolution)  # (MACs, params), once for every student
     base_macs = teacher_count[0]
     if not sweep:
-        return _one(cfg, run_dir, teacher, spec, teacher_count, data, run_dir / "student",
+        return _one(cfg, teacher_dir, teacher, spec, teacher_count, data, run_dir / "student",
                     cfg.compress.target_macs_value, resume, force, show_progress)
     points = []
     for factor in sweep:
         out = run_dir / "student" / "sweep" / f"x{factor:g}"
-        points.append({"factor": factor, **_one(cfg, run_dir, teacher, spec, teacher_count, data, out,
+        points.append({"factor": factor, **_one(cfg, teacher_dir, teacher, spec, teacher_count, data, out,
                                                 base_macs / factor, resume and (out / STATE_FILE).exists(), force,
                                                 show_progress)})
     report = {"teacher_macs": base_macs, "resolution": cfg.serving_resolution, "points": points,
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-              "torch": torch.__version__}
+              "machine": {**describe(), "torch_threads": torch.get_num_threads()}, "torch": torch.__version__,
+              "date": now()}
     write_json(run_dir / "student" / "sweep.json", report)
     _plot_sweep(report, spec["styles"], run_dir / "student" / "sweep.png")
     return report
 
 
-def _one(cfg: Config, run_dir: Path, teacher, spec: dict, teacher_count: tuple[int, int], data: PortraitData,
+def _one(cfg: Config, teacher_dir: Path, teacher, spec: dict, teacher_count: tuple[int, int], data: PortraitData,
          out: Path, target_macs: float | None, resume: bool, force: bool, show_progress: bool) -> dict:
     cc = cfg.compress
     if not resume and (out / STATE_FILE).exists() and not force:
@@ -87,7 +89,7 @@ def _one(cfg: Config, run_dir: Path, teacher, spec: dict, teacher_count: tuple[i
                         "student_widths": student_spec["kwargs"]["widths"]}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / PRUNE_FILE, prune_report)
-    result = distill(cfg, teacher, student, student_spec, data, out, run_dir / "teacher" / "state.pt", resume,
+    result = distill(cfg, teacher, student, student_spec, data, out, teacher_dir / "state.pt", resume,
                      show_progress)
     return {**{k: prune_report[k] for k in ("student_macs", "student_params", "macs_reduction")},
             "distill_steps": result["step"], "wall_s": time.monotonic() - start, "student_dir": str(out),

@@ -175,7 +175,7 @@ def quantize_with_fallback(fp32: Path, out: Path, calib: np.ndarray, val: np.nda
 def time_pair(fp32: Path, other: Path, provider: str, size: int, threads: int, repeats: int) -> dict:
     """Median latency of two models on the same provider, interleaved to share the machine's noise."""
     x = np.zeros((1, 3, size, size), np.float32)
-    sessions = {"fp32": session(fp32, provider, threads), "other": session(other, provider, threads)}
+    sessions = {k: session(p, provider, threads, shape=(1, size, size)) for k, p in (("fp32", fp32), ("other", other))}
     feeds = {k: feeds_for(s, x) for k, s in sessions.items()}
     runs: dict[str, list] = {k: [] for k in sessions}
     for _ in range(3):  # three interleaved rounds

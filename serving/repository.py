@@ -33,6 +33,7 @@ from .check import check_repository
 log = logging.getLogger(__name__)
 BACKEND = Path(__file__).parent / "backend"
 REPOSITORY = "model_repository"
+WARMUP_BATCHES = 16  # batch sizes warmed up at load; the generator backend keeps as many per-shape sessions
 
 
 def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -159,13 +160,17 @@ def _generator_config(cfg: Config, name: str, multi: bool, max_batch: int, preci
             gen.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
     _io(gen.input, "image", pb.TYPE_FP32, [3, -1, -1])  # any H, W (multiples of 4) for tensor clients
     _io(gen.output, "styled", pb.TYPE_FP32, [3, -1, -1])
-    warmup = gen.model_warmup.add(name="serving_size", batch_size=1, count=2)
-    warmup.inputs["image"].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_FP32, dims=[3, size, size],
-                                                          zero_data=True))
     if multi:
         # The ONNX input is [batch]; Triton needs a non-empty shape, so [1] reshaped to [] (Triton's recipe).
         _io(gen.input, "style", pb.TYPE_INT64, [1]).reshape.SetInParent()
-        warmup.inputs["style"].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_INT64, dims=[1], zero_data=True))
+    # Every batch size dynamic batching can form, at the serving size: runtimes that compile per shape
+    # (OpenVINO, TensorRT profiles) do it at load, not on a client's first request.
+    for batch in range(1, min(max_batch, WARMUP_BATCHES) + 1):
+        warmup = gen.model_warmup.add(name=f"serving_size_batch{batch}", batch_size=batch, count=1 if batch > 1 else 2)
+        warmup.inputs["image"].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_FP32, dims=[3, size, size],
+                                                              zero_data=True))
+        if multi:
+            warmup.inputs["style"].CopyFrom(pb.ModelWarmup.Input(data_type=pb.TYPE_INT64, dims=[1], zero_data=True))
     gen.dynamic_batching.max_queue_delay_microseconds = sc.max_queue_delay_us
     return gen
 

@@ -26,6 +26,8 @@ app.add_typer(triton_app, name="triton")
 
 ConfigArg = Annotated[Path, typer.Argument(help="The run's TOML config.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<name>).")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a config value: section.key=value (TOML value), repeatable.")]
 
 
 def _run_dir(cfg, out: Path | None) -> Path:
@@ -36,9 +38,10 @@ def _run_dir(cfg, out: Path | None) -> Path:
 def train(config: ConfigArg, out: OutOpt = None,
           steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
           resume: Annotated[bool, typer.Option("--resume", help="Continue from teacher/state.pt.")] = False,
-          force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False):
+          force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False,
+          set_: SetOpt = None):
     """Train the teacher generator; writes <run>/teacher/."""
-    cfg = with_steps(load_config(config), steps)  # validate before importing torch: bad input fails fast
+    cfg = with_steps(load_config(config, set_ or ()), steps)  # validate before importing torch: bad input fails fast
     from stylepress import train as train_stage
 
     result = train_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force)
@@ -63,25 +66,32 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
         print(path)
 
 
+def sweep_factors(text: str) -> list[float]:
+    try:
+        factors = [float(f) for f in text.split(",")]
+    except ValueError:
+        raise StylepressError(f"--sweep {text!r}: give MACs reductions like 2,4,8,20") from None
+    if any(f <= 1 for f in factors):
+        raise StylepressError(f"--sweep {text!r}: every reduction must be above 1")
+    return factors
+
+
 @app.command()
 def compress(config: ConfigArg, out: OutOpt = None,
              resume: Annotated[bool, typer.Option("--resume", help="Continue from student/state.pt.")] = False,
              force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False,
              sweep: Annotated[str | None, typer.Option(
-                 help="MACs reductions, e.g. 2,4,8,16,20: one student each, plus sweep.json/png.")] = None):
+                 help="MACs reductions, e.g. 2,4,8,16,20: one student each, plus sweep.json/png.")] = None,
+             teacher: Annotated[Path | None, typer.Option(
+                 help="A teacher/ folder to compress instead of <run>/teacher.")] = None,
+             set_: SetOpt = None):
     """Prune the run's teacher (torch-pruning) and distil it into student/."""
-    cfg = load_config(config)
-    factors = None
-    if sweep is not None:
-        try:
-            factors = [float(f) for f in sweep.split(",")]
-        except ValueError:
-            raise StylepressError(f"--sweep {sweep!r}: give MACs reductions like 2,4,8,20") from None
-        if any(f <= 1 for f in factors):
-            raise StylepressError(f"--sweep {sweep!r}: every reduction must be above 1")
+    cfg = load_config(config, set_ or ())
+    factors = sweep_factors(sweep) if sweep is not None else None
     from stylepress import compress as compress_stage
 
-    result = compress_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force, sweep=factors)
+    result = compress_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force, sweep=factors,
+                                teacher_dir=teacher)
     for point in result.get("points", [result]):
         scores = "  ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in point.items()
                            if k.startswith("val_") and isinstance(v, float))
@@ -92,7 +102,8 @@ def compress(config: ConfigArg, out: OutOpt = None,
 @app.command()
 def export(config: Annotated[Path | None, typer.Argument(help="The run's TOML config.")] = None, out: OutOpt = None,
            check_trt: Annotated[Path | None, typer.Option(
-               "--check-trt", help="Only scan this Q/DQ ONNX model for TensorRT's quantization rules.")] = None):
+               "--check-trt", help="Only scan this Q/DQ ONNX model for TensorRT's quantization rules.")] = None,
+           set_: SetOpt = None):
     """Export the run's teacher (and student) to ONNX in each configured precision (parity-gated fp32,
     checked fp16, TensorRT-compatible INT8); writes <run>/export/. Or scan a model with --check-trt."""
     if check_trt is not None:
@@ -113,7 +124,7 @@ def export(config: Annotated[Path | None, typer.Argument(help="The run's TOML co
         return
     if config is None:
         raise StylepressError("give a CONFIG to export a run, or --check-trt MODEL.onnx to scan a model")
-    cfg = load_config(config)
+    cfg = load_config(config, set_ or ())
     from stylepress import export as export_stage
 
     for name, path in export_stage.run(cfg, _run_dir(cfg, out)).items():
@@ -122,7 +133,8 @@ def export(config: Annotated[Path | None, typer.Argument(help="The run's TOML co
 
 @app.command()
 def repo(config: Annotated[Path | None, typer.Argument(help="The run's TOML config.")] = None, out: OutOpt = None,
-         check: Annotated[Path | None, typer.Option("--check", help="Only validate this repository.")] = None):
+         check: Annotated[Path | None, typer.Option("--check", help="Only validate this repository.")] = None,
+         set_: SetOpt = None):
     """Write the Triton model repository (<run>/model_repository/), or validate one with --check DIR."""
     from stylepress import serving
 
@@ -132,7 +144,7 @@ def repo(config: Annotated[Path | None, typer.Argument(help="The run's TOML conf
         return
     if config is None:
         raise StylepressError("give a CONFIG to write a repository, or --check DIR to validate one")
-    cfg = load_config(config)
+    cfg = load_config(config, set_ or ())
     console.print(f"repository: {serving.write_repository(cfg, _run_dir(cfg, out))} (checked)")
 
 
@@ -181,12 +193,13 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
 def bench(config: ConfigArg, out: OutOpt = None,
           repeats: Annotated[int, typer.Option(help="Timed runs per variant (after warm-up).")] = 50,
           suite: Annotated[str, typer.Option(help="serving | precision | all")] = "all",
-          threads: Annotated[int, typer.Option(help="Threads per in-process variant (precision suite).")] = 2):
+          threads: Annotated[int, typer.Option(help="Threads per in-process variant (precision suite).")] = 2,
+          set_: SetOpt = None):
     """Latency benchmarks: every exported precision on every CPU provider against quality
     (report/precision.{json,md}); serving in-process vs through Triton (report/serving_latency.json)."""
     if suite not in ("serving", "precision", "all"):
         raise StylepressError(f"--suite must be serving, precision or all, not {suite!r}")
-    cfg = load_config(config)
+    cfg = load_config(config, set_ or ())
     from stylepress.benchmarks import precision, serving_latency
 
     run_dir = _run_dir(cfg, out)
@@ -202,10 +215,11 @@ def bench(config: ConfigArg, out: OutOpt = None,
 def build(config: ConfigArg, out: OutOpt = None,
           force: Annotated[bool, typer.Option("--force", help="Rerun every selected stage.")] = False,
           from_stage: Annotated[str | None, typer.Option("--from", help="First stage to run.")] = None,
-          until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None):
+          until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
+          set_: SetOpt = None):
     """The whole job: train -> compress (when [compress] is set) -> export -> repo -> bench, skipping
     stages whose config and inputs are unchanged; provenance in <run>/manifest.json."""
-    cfg = load_config(config)
+    cfg = load_config(config, set_ or ())
     from . import build as build_mod
 
     run_dir = _run_dir(cfg, out)
@@ -247,9 +261,9 @@ def verify(run_dir: Annotated[Path, typer.Argument(help="A run directory with ma
 
 
 @config_app.command("show")
-def config_show(config: ConfigArg):
-    """Print the resolved config, defaults filled in."""
-    print(to_toml(load_config(config)), end="")
+def config_show(config: ConfigArg, set_: SetOpt = None):
+    """Print the resolved config, defaults filled in (and --set overrides applied)."""
+    print(to_toml(load_config(config, set_ or ())), end="")
 
 
 @app.command()
@@ -281,14 +295,19 @@ def _report(result) -> None:
         raise typer.Exit(128 + result.signal)
 
 
-def main() -> None:
+def main_with_errors(typer_app: typer.Typer) -> None:
+    """Run a typer app with logging; a StylepressError exits 2 with one line on stderr."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False)])
     try:
-        app()
+        typer_app()
     except StylepressError as exc:
         print(f"stylepress: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    main_with_errors(app)
 
 
 if __name__ == "__main__":

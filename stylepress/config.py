@@ -3,6 +3,7 @@ before any work starts. Stages receive their own section, never the raw dict."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -203,8 +204,12 @@ class ServingConfig(_Section):
 
 
 class BenchConfig(_Section):
-    repeats: Int = Field(50, ge=3)  # timed runs per variant, after warm-up
+    repeats: Int = Field(50, ge=3)  # timed runs per point, after warm-up (or budget_s of them, at least 3)
+    budget_s: Float = Field(2.0, gt=0)  # a point stops at `repeats` runs or after this long, whichever is first
     threads: Int = Field(2, ge=1)  # threads per in-process variant
+    # latency points per variant besides batch 1 at the serving size (square images)
+    resolutions: tuple[Annotated[int, Strict(), Field(ge=32, le=4096, multiple_of=4)], ...] = (256, 512)
+    batches: tuple[Annotated[int, Strict(), Field(ge=1, le=256)], ...] = (1, 8)
     # fastest: the lowest p50 among variants meeting the quality gates; quality: the best PSNR
     # within gates.max_p95_ms
     objective: Literal["fastest", "quality"] = "fastest"
@@ -258,7 +263,9 @@ def parse_config(raw: dict, base: Path, source: str) -> Config:
         raise StylepressError(f"{source}: {key}: {msg}{more}") from None
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a config; `overrides` are the CLI's `--set section.key=value` (value in TOML
+    syntax, a bare word taken as a string), applied before validation."""
     path = Path(path)
     if not path.is_file():
         raise StylepressError(f"config file not found: {path}")
@@ -266,7 +273,26 @@ def load_config(path: str | Path) -> Config:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise StylepressError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides:
+        _override(raw, item)
     return parse_config(raw, path.resolve().parent, str(path))
+
+
+def _override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(keys):
+        raise StylepressError(f"--set {item!r}: write section.key=value, e.g. compress.lambda_feat=0")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    table = raw
+    for k in keys[:-1]:
+        table = table.setdefault(k, {})
+        if not isinstance(table, dict):
+            raise StylepressError(f"--set {item!r}: {k} is not a table")
+    table[keys[-1]] = value
 
 
 def to_toml(cfg: Config) -> str:

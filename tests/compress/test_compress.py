@@ -1,6 +1,8 @@
 """Pruning (torch-pruning) and distillation on small real models, CPU."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -182,13 +184,14 @@ def test_compress_resume_continues_and_refuses_to_overwrite(compressed):
 
 def test_compress_sweep_writes_one_student_per_factor_and_the_frontier(tmp_path):
     config, run_dir = tiny_run(tmp_path, serving="")
-    save_generator(_model(), SMALL, run_dir / "teacher")
-    config.write_text(config.read_text().replace("[serving]", "[compress]\nround_to = 1\ndistill_steps = 4\n"
+    save_generator(_model(), SMALL, tmp_path / "elsewhere" / "teacher")  # --teacher: not the run's own
+    config.write_text(config.read_text().replace("[serving]", "[compress]\nround_to = 1\ndistill_steps = 400\n"
                                                  "batch_size = 2\nval_every = 2\n[train]\ncrop = 32\n[serving]"))
-    result = run_cli("compress", config, "--out", run_dir, "--sweep", "2,4")
+    result = run_cli("compress", config, "--out", run_dir, "--sweep", "2,4",
+                     "--teacher", tmp_path / "elsewhere" / "teacher", "--set", "compress.distill_steps=4")
     assert result.returncode == 0, result.stderr
     sweep = json.loads((run_dir / "student" / "sweep.json").read_text())
-    assert [p["factor"] for p in sweep["points"]] == [2, 4]
+    assert [(p["factor"], p["distill_steps"]) for p in sweep["points"]] == [(2, 4), (4, 4)]
     for p in sweep["points"]:
         assert abs(p["macs_reduction"] - p["factor"]) <= 0.03 * p["factor"] * 1.1
     assert (run_dir / "student" / "sweep.png").stat().st_size > 0
@@ -221,3 +224,23 @@ def test_adversarial_term_uses_the_trained_teachers_discriminator(tmp_path, demo
     (tmp_path / "run" / "teacher" / "state.pt").unlink()
     result = run_cli("compress", config, "--out", tmp_path / "run", "--force")
     assert result.returncode == 2 and "teacher's discriminator" in result.stderr
+
+
+def test_ablation_suite_distils_with_and_without_the_feature_term(tmp_path):
+    config, run_dir = tiny_run(tmp_path, serving="")
+    save_generator(_model(), SMALL, run_dir / "teacher")
+    config.write_text(config.read_text().replace("[serving]", "[compress]\nratio = 0.5\nround_to = 1\n"
+                                                 "distill_steps = 4\nbatch_size = 2\nval_every = 2\nlog_every = 1\n"
+                                                 "[train]\ncrop = 32\n[serving]"))
+    result = subprocess.run([sys.executable, "-m", "stylepress.benchmarks", "ablation", str(config),
+                             "--out", str(run_dir), "--set", "compress.lambda_feat=0.5"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((run_dir / "ablation" / "ablation.json").read_text())
+    assert [p["lambda_feat"] for p in report["points"]] == [0.5, 0.0]
+    for weight in (0.5, 0):
+        log = [json.loads(line) for line in (run_dir / "ablation" / f"feat{weight:g}" / "student" / "log.jsonl")
+               .read_text().splitlines()]
+        r = next(r for r in log if "feat" in r)  # the loss adds λ_feat·feat to L1 + (1 - SSIM)
+        assert r["loss"] == pytest.approx(r["l1"] + r["ssim"] + weight * r["feat"], rel=1e-5) and r["feat"] > 0
+    assert "| λ_feat |" in (run_dir / "ablation" / "ablation.md").read_text() and "| 0 |" in result.stdout

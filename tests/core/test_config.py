@@ -70,3 +70,15 @@ def test_the_readme_reference_config_is_valid():
     shared_data()
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "portraits.toml")
     assert cfg.data.styles == ("sketch", "oil") and cfg.data.resolution == 256
+
+
+def test_set_overrides_apply_before_validation(tmp_path, demo_photos):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[data]\nphotos = "{demo_photos}"\n')
+    cfg = load_config(path, ["compress.lambda_feat=0", "train.steps=7", 'model.norm="batch"', "compress.importance=l2"])
+    c = cfg.compress
+    assert (c.lambda_feat, cfg.train.steps, cfg.model.norm, c.importance) == (0.0, 7, "batch", "l2")
+    with pytest.raises(StylepressError, match=r"train.steps: .*greater than or equal to 1"):
+        load_config(path, ["train.steps=0"])
+    with pytest.raises(StylepressError, match=r"--set 'steps': write section.key=value"):
+        load_config(path, ["steps"])

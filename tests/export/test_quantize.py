@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from stylepress import export
 from stylepress.config import load_config
 from stylepress.export.quantize import linear_layers, quantize_with_fallback
+from stylepress.export.runtime import available_cpu_providers, feeds_for, session
 from stylepress.export.trt_rules import check_trt
 
 
@@ -177,3 +178,13 @@ def test_fallback_stops_at_max_fallback_and_says_so(exported, tmp_path):
     report = _fallback(run_dir, tmp_path, 1000.0, 2)
     assert not report["met"] and len(report["excluded"]) == 2 and len(report["rounds"]) == 3
     assert "max_fallback 2" in report["reason"] and "short of 1000.0 dB" in report["reason"]
+
+
+@pytest.mark.skipif("openvino" not in available_cpu_providers(), reason="this onnxruntime build has no OpenVINO EP")
+def test_a_fixed_shape_openvino_session_matches_the_dynamic_one(exported):
+    _, run_dir = exported
+    path = run_dir / "export" / "teacher.int8.onnx"
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    dynamic, fixed = session(path, "openvino"), session(path, "openvino", shape=(2, 64, 64))
+    a, b = (s.run(None, feeds_for(s, x, style=1))[0] for s in (dynamic, fixed))
+    assert a.shape == b.shape == (2, 3, 64, 64) and np.abs(a - b).max() < 1e-3
