@@ -23,6 +23,8 @@ def parity_inputs(photos: list[Image.Image], h: int, w: int, batch: int) -> np.n
 def check_parity(model: torch.nn.Module, spec: dict, onnx_path, photos: list[Image.Image], tolerance: float,
                  sizes=SIZES, batches=BATCHES) -> dict:
     """Compare the two runtimes on every (size, batch); the result says whether all are within `tolerance`."""
+    m = spec["size_multiple"]  # e.g. 256 for pix2pix's unet_256: sizes rounded up to what the model takes
+    sizes = list(dict.fromkeys((-(-h // m) * m, -(-w // m) * m) for h, w in sizes))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
     n_styles = len(spec["styles"])

@@ -48,6 +48,31 @@ def train(config: ConfigArg, out: OutOpt = None,
     _report(result)
 
 
+@app.command("import")
+def import_(weights: Annotated[Path, typer.Argument(help="The checkpoint: .safetensors, or a plain state dict.")],
+            arch: Annotated[str, typer.Option(help="cyclegan-resnet | pix2pix-unet | animegan2 | fast-neural-style "
+                                                   "| module:PKG.MOD:FACTORY")],
+            out: Annotated[Path | None, typer.Option(
+                "--out", help="Run directory (default: runs/<weights stem>).")] = None,
+            option: Annotated[list[str] | None, typer.Option(
+                help="Constructor option k=v, repeatable (variant=resnet_6blocks, ngf=64, norm=batch, "
+                     "use_dropout=true).")] = None,
+            style: Annotated[str, typer.Option(help="The style's name in the model's outputs.")] = "style",
+            force: Annotated[bool, typer.Option("--force", help="Replace an existing teacher.")] = False):
+    """Import a published generator's checkpoint as the run's teacher/ (safe loading, strict keys)."""
+    from .models import save_generator
+    from .models.published import import_generator, parse_options
+
+    run_dir = out if out is not None else Path("runs") / weights.stem
+    teacher = run_dir / "teacher"
+    if (teacher / "weights.safetensors").exists() and not force:
+        raise StylepressError(f"{teacher} already holds a teacher: pass --force to replace it")
+    model, spec = import_generator(arch, weights, parse_options(option or []), style)
+    save_generator(model, spec, teacher)
+    params = sum(p.numel() for p in model.parameters())
+    console.print(f"{arch}: {params:,} parameters -> {teacher}")
+
+
 @app.command()
 def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPEG, PNG, WebP).")],
             output: Annotated[Path, typer.Option("-o", "--output", help="Output file (one input) or folder.")],

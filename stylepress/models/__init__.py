@@ -24,7 +24,11 @@ WEIGHTS_FILE = "weights.safetensors"
 
 
 def build_generator(spec: dict) -> nn.Module:
-    return ARCHS[spec["arch"]](**spec["kwargs"])
+    if spec["arch"] in ARCHS:
+        return ARCHS[spec["arch"]](**spec["kwargs"])
+    from .published import build  # an imported family, or module:PKG.MOD:FACTORY
+
+    return build(spec["arch"], spec["kwargs"])
 
 
 def generator_spec(model_cfg, styles: list[str]) -> dict:
