@@ -21,7 +21,7 @@ from stylepress.data import PortraitData
 from stylepress.errors import StylepressError
 from stylepress.fsutil import write_json
 from stylepress.machine import describe, now
-from stylepress.models import ARCH_FILE, build_generator, load_generator
+from stylepress.models import ARCH_FILE, build_generator, layer_channels, load_generator
 
 from .distill import STATE_FILE, distill
 from .pruning import count, prune, prune_to_macs
@@ -36,8 +36,9 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     run_dir = Path(run_dir)
     teacher_dir = Path(teacher_dir) if teacher_dir is not None else run_dir / "teacher"
     teacher, spec = load_generator(teacher_dir)
-    if spec["arch"] != "resnet":
-        raise StylepressError(f"compress supports ResNet generators, not {spec['arch']!r}")
+    if cfg.crop % spec["size_multiple"]:
+        raise StylepressError(f"train.crop {cfg.crop} (the distillation crop) must be a multiple of "
+                              f"{spec['size_multiple']} for this {spec['arch']} generator")
     data = PortraitData(cfg.data, cfg.crop)
     teacher_count = count(teacher, spec, cfg.serving_resolution)  # (MACs, params), once for every student
     base_macs = teacher_count[0]
@@ -85,8 +86,8 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: dict, teacher_count: tup
                         "student_macs": pruned.macs, "teacher_params": teacher_params,
                         "student_params": pruned.params, "macs_reduction": teacher_macs / pruned.macs,
                         "target_macs": target_macs, "ratio": pruned.ratio, "importance": cc.importance,
-                        "round_to": cc.round_to, "teacher_widths": teacher.layer_widths(),
-                        "student_widths": student_spec["kwargs"]["widths"]}
+                        "round_to": cc.round_to, "teacher_widths": _widths(teacher, spec),
+                        "student_widths": _widths(student, student_spec)}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / PRUNE_FILE, prune_report)
     result = distill(cfg, teacher, student, student_spec, data, out, teacher_dir / "state.pt", resume,
@@ -94,6 +95,13 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: dict, teacher_count: tup
     return {**{k: prune_report[k] for k in ("student_macs", "student_params", "macs_reduction")},
             "distill_steps": result["step"], "wall_s": time.monotonic() - start, "student_dir": str(out),
             **{k: v for k, v in result.items() if k.startswith("val_") or k == "signal"}}
+
+
+def _widths(model, spec: dict) -> dict:
+    """Per-layer widths: the ResNet generator's summary, or every conv's output channels."""
+    if spec["arch"] == "resnet":
+        return model.layer_widths()
+    return {name: c["out_channels"] for name, c in layer_channels(model).items() if "out_channels" in c}
 
 
 def _taylor_batch(data: PortraitData, batch_size: int):

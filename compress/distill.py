@@ -28,6 +28,8 @@ from stylepress.fsutil import atomic_path
 from stylepress.images import grid, save_image, to_image
 from stylepress.metrics import psnr, ssim
 from stylepress.models import build_discriminator, save_generator, save_weights
+from stylepress.models.families import CycleGANResnet, CycleGANResnetBlock
+from stylepress.models.generator import ResnetGenerator
 from stylepress.progress import progress_bar
 from stylepress.train import losses
 from stylepress.train.trainer import (
@@ -46,11 +48,19 @@ STATE_FILE = "state.pt"
 
 
 def feature_taps(model: nn.Module) -> list[nn.Module]:
-    """Where features are distilled in a ResNet generator: the end of downsampling, then after
-    blocks n/3, 2n/3 and n."""
-    n = len(model.blocks)
+    """Where features are distilled in a ResNet generator (stylepress's or CycleGAN's): the end of
+    downsampling, then after blocks n/3, 2n/3 and n. Other families: none (output distillation)."""
+    if isinstance(model, ResnetGenerator):
+        end_of_down, blocks = model.down[-1], list(model.blocks)
+    elif isinstance(model, CycleGANResnet):
+        layers = list(model.model)
+        first = next(i for i, m in enumerate(layers) if isinstance(m, CycleGANResnetBlock))
+        end_of_down, blocks = layers[first - 1], [m for m in layers if isinstance(m, CycleGANResnetBlock)]
+    else:
+        return []
+    n = len(blocks)
     picks = sorted({max(1, round(n * k / 3)) for k in (1, 2, 3)}) if n else []
-    return [model.down[-1], *(model.blocks[i - 1] for i in picks)]
+    return [end_of_down, *(blocks[i - 1] for i in picks)]
 
 
 class _Recorder:
@@ -81,7 +91,8 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
     ema = AveragedModel(student, avg_fn=ema_avg(cc.ema_decay), use_buffers=True)  # copied before hooks exist
     t_taps, s_taps = _Recorder(feature_taps(teacher)), _Recorder(feature_taps(student))
     with torch.no_grad():  # adaptor widths from one tiny forward
-        probe = torch.zeros(1, 3, 16, 16, device=device), torch.zeros(1, dtype=torch.long, device=device)
+        side = max(16, spec["size_multiple"])
+        probe = torch.zeros(1, 3, side, side, device=device), torch.zeros(1, dtype=torch.long, device=device)
         _, tf = t_taps(teacher, *probe)
         _, sf = s_taps(student, *probe)
     adaptors = nn.ModuleList([nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in zip(sf, tf, strict=True)]).to(device)
@@ -114,7 +125,8 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
                 t_out, t_feats = t_taps(teacher, photo, s)
             s_out, s_feats = s_taps(student, photo, s)
             terms = {"l1": F.l1_loss(s_out, t_out), "ssim": 1 - ssim(s_out, t_out).mean(),
-                     "feat": sum(F.mse_loss(a(f), t) for a, f, t in zip(adaptors, s_feats, t_feats, strict=True))}
+                     "feat": sum((F.mse_loss(a(f), t) for a, f, t in zip(adaptors, s_feats, t_feats, strict=True)),
+                                 torch.zeros((), device=device))}
             if D is not None:
                 logits, _ = D(torch.cat([t_out, s_out.detach()]), torch.cat([s, s]))
                 d_loss = losses.gan_d(*logits.chunk(2), "lsgan")

@@ -18,7 +18,7 @@ import torch_pruning as tp
 from torch import nn
 
 from stylepress.errors import StylepressError
-from stylepress.models import build_generator
+from stylepress.models import build_generator, layer_channels
 from stylepress.models.layers import StyleNorm
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,10 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
     if missing:
         raise StylepressError(f"compress.ignored: no layer named {missing[0]!r} (layers look like 'blocks.0.conv2')")
     # The output conv keeps its 3 channels, and so does anything the user names.
-    ignored_layers = [model.head[1], *(names[n] for n in ignored)]
+    ignored_layers = [output_conv(model), *(names[n] for n in ignored)]
     pruner = tp.pruner.MetaPruner(
-        model, example_inputs(64), importance=IMPORTANCE[importance](), global_pruning=global_pruning,
+        model, example_inputs(max(64, spec["size_multiple"])), importance=IMPORTANCE[importance](),
+        global_pruning=global_pruning,
         pruning_ratio=ratio, iterative_steps=iterative_steps, round_to=round_to, ignored_layers=ignored_layers,
         pruning_ratio_dict={names[n]: r for n, r in (layer_ratios or {}).items()} or None,
         customized_pruners={StyleNorm: StyleNormPruner()}, root_module_types=[nn.Conv2d, nn.ConvTranspose2d])
@@ -110,10 +111,19 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
             _taylor_gradients(model, taylor_batch)
         pruner.step()
     model.zero_grad(set_to_none=True)
-    new_spec = {**spec, "kwargs": {**spec["kwargs"], "widths": model.layer_widths()}}
+    new_spec = ({**spec, "kwargs": {**spec["kwargs"], "widths": model.layer_widths()}} if spec["arch"] == "resnet"
+                else {**spec, "channels": layer_channels(model)})  # imported families: every layer's width
     check_pruned(model, new_spec)
     macs, params = count(model, new_spec, resolution)
     return Pruned(model, new_spec, ratio, macs, params)
+
+
+def output_conv(model: nn.Module) -> nn.Module:
+    """The layer that writes the 3 image channels: the last conv registered with 3 outputs."""
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd) and m.out_channels == 3]
+    if not convs:
+        raise StylepressError("no output conv with 3 channels found: this generator cannot be pruned safely")
+    return convs[-1]
 
 
 def _taylor_gradients(model: nn.Module, batch: tuple | None) -> None:
@@ -131,7 +141,9 @@ def check_pruned(model: nn.Module, spec: dict) -> None:
         rebuilt = build_generator(spec)
         rebuilt.load_state_dict(model.state_dict(), strict=True)
         for h, w in ((64, 64), (36, 52)):  # square and not: every layer's shapes must line up
-            x, style = torch.randn(2, 3, h, w), torch.tensor([0, spec["kwargs"]["num_styles"] - 1])
+            m = spec["size_multiple"]
+            h, w = -(-h // m) * m, -(-w // m) * m
+            x, style = torch.randn(2, 3, h, w), torch.tensor([0, len(spec["styles"]) - 1])
             with torch.no_grad():
                 y = model(x, style)
             if y.shape != x.shape or not torch.allclose(y, rebuilt.eval()(x, style), atol=1e-5):
@@ -151,7 +163,8 @@ def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: 
     base, _ = count(model, spec, resolution)
     if target_macs >= base:
         raise StylepressError(f"compress.target_macs {target_macs:.3g} is not below the teacher's {base:.3g} MACs")
-    inner = [f"{name}.conv" for name, m in model.named_modules() if name.endswith(".conv1")]
+    names = dict(model.named_modules())  # the residual blocks' inner convs (stylepress's ResNet generator)
+    inner = [f"{name}.conv" for name in names if name.endswith(".conv1") and f"{name}.conv" in names]
 
     def search(make, low: float, high: float) -> tuple[Pruned | None, Pruned | None]:
         above = None  # the smallest model still above the target

@@ -25,10 +25,47 @@ WEIGHTS_FILE = "weights.safetensors"
 
 def build_generator(spec: dict) -> nn.Module:
     if spec["arch"] in ARCHS:
-        return ARCHS[spec["arch"]](**spec["kwargs"])
-    from .published import build  # an imported family, or module:PKG.MOD:FACTORY
+        model = ARCHS[spec["arch"]](**spec["kwargs"])
+    else:
+        from .published import build  # an imported family, or module:PKG.MOD:FACTORY
 
-    return build(spec["arch"], spec["kwargs"])
+        model = build(spec["arch"], spec["kwargs"])
+    if spec.get("channels"):  # a pruned imported model: its layers' recorded widths
+        set_channels(model, spec["channels"])
+    return model
+
+
+CHANNEL_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "num_channels")
+
+
+def layer_channels(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Every conv and norm layer's channel attributes, by module name (what pruning changes)."""
+    return {name: {a: getattr(m, a) for a in CHANNEL_ATTRS if hasattr(m, a)} for name, m in model.named_modules()
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))}
+
+
+def set_channels(model: nn.Module, channels: dict[str, dict[str, int]]) -> None:
+    """Give layers the recorded channel counts, with parameters and buffers of matching shapes (their
+    values come from the weights file)."""
+    modules = dict(model.named_modules())
+    for name, attrs in channels.items():
+        m = modules[name]
+        for a, v in attrs.items():
+            setattr(m, a, v)
+        if isinstance(m, nn.modules.conv._ConvNd):
+            k = tuple(m.weight.shape[2:])
+            shape = ((m.in_channels, m.out_channels // m.groups) if m.transposed
+                     else (m.out_channels, m.in_channels // m.groups))
+            m.weight = nn.Parameter(m.weight.new_zeros(*shape, *k))
+            if m.bias is not None:
+                m.bias = nn.Parameter(m.bias.new_zeros(m.out_channels))
+        else:
+            n = getattr(m, "num_features", getattr(m, "num_channels", None))
+            for key, t in list(m.named_parameters(recurse=False)):
+                setattr(m, key, nn.Parameter(t.new_zeros(n)))
+            for key, t in list(m.named_buffers(recurse=False)):
+                if t is not None and t.dim() == 1:
+                    setattr(m, key, t.new_zeros(n))
 
 
 def generator_spec(model_cfg, styles: list[str]) -> dict:

@@ -244,3 +244,43 @@ def test_ablation_suite_distils_with_and_without_the_feature_term(tmp_path):
         r = next(r for r in log if "feat" in r)  # the loss adds λ_feat·feat to L1 + (1 - SSIM)
         assert r["loss"] == pytest.approx(r["l1"] + r["ssim"] + weight * r["feat"], rel=1e-5) and r["feat"] > 0
     assert "| λ_feat |" in (run_dir / "ablation" / "ablation.md").read_text() and "| 0 |" in result.stdout
+
+
+@pytest.mark.parametrize(("arch", "options"), [
+    ("cyclegan-resnet", {"ngf": 16, "n_blocks": 3}), ("cyclegan-resnet", {"ngf": 16, "n_blocks": 2, "norm": "batch",
+                                                                        "use_dropout": True}),
+    ("pix2pix-unet", {"num_downs": 6, "ngf": 8}), ("animegan2", {}), ("fast-neural-style", {})])
+def test_every_imported_family_prunes_saves_and_reloads_identically(tmp_path, arch, options):
+    from stylepress.models.published import build
+
+    torch.manual_seed(0)
+    teacher = build(arch, options).eval()
+    spec = {"format": 1, "arch": arch, "kwargs": options, "styles": ["s"], "size_multiple": teacher.size_multiple}
+    pruned = prune(teacher, spec, 0.5, round_to=1, resolution=64)
+    assert pruned.macs < count(teacher, spec, 64)[0]
+    save_generator(pruned.model, pruned.spec, tmp_path / "student")
+    loaded, loaded_spec = load_generator(tmp_path / "student")
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned.model.eval()(x)) and loaded(x).shape == x.shape
+
+
+def test_an_imported_family_compresses_with_output_distillation(tmp_path):
+    config, run_dir = tiny_run(tmp_path, serving="")
+    torch.manual_seed(0)
+    from stylepress.models.published import build
+
+    net = build("animegan2", {})
+    save_generator(net, {"format": 1, "arch": "animegan2", "kwargs": {}, "styles": ["anime"], "size_multiple": 4},
+                   run_dir / "teacher")
+    config.write_text(config.read_text().replace("[serving]", "[compress]\nratio = 0.5\nround_to = 1\n"
+                                                 "distill_steps = 3\nbatch_size = 2\nval_every = 3\n"
+                                                 "[train]\ncrop = 32\n[serving]"))
+    result = run_cli("compress", config, "--out", run_dir)
+    assert result.returncode == 0, result.stderr
+    log = [json.loads(line) for line in (run_dir / "student" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["kind"] == "val" and all(r["feat"] == 0 for r in log if "feat" in r)  # no taps: output only
+    student, spec = load_generator(run_dir / "student")
+    assert spec["arch"] == "animegan2" and spec["channels"]
+    prune_json = json.loads((run_dir / "student" / "prune.json").read_text())
+    assert prune_json["student_macs"] < prune_json["teacher_macs"]
