@@ -88,6 +88,8 @@ def _config_hash(cfg: Config, stage: str) -> str:
 
 def _inputs(cfg: Config, run_dir: Path, stage: str) -> list[Path]:
     if stage == "train":
+        if cfg.model.weights is not None:  # imported, not trained
+            return [cfg.model.weights]
         folders = [cfg.data.photos, cfg.data.val_photos, *(Path(s) for s in cfg.data.styles if s not in BUILTIN_STYLES)]
         return [p for f in folders if f is not None for p in _files(f)]
     if stage == "compress":
@@ -212,6 +214,15 @@ def _run_stage(cfg: Config, run_dir: Path, stage: str, resume: bool, log) -> int
 
     if stage == "train":
         teacher = run_dir / "teacher"
+        if cfg.model.weights is not None:
+            from .models import save_generator
+            from .models.published import import_generator
+
+            model, spec = import_generator(cfg.model.arch, cfg.model.weights, dict(cfg.model.options),
+                                           Path(cfg.data.styles[0]).name)
+            save_generator(model, spec, teacher)
+            log(f"train: imported {cfg.model.weights} ({cfg.model.arch}) as the teacher")
+            return None
         if resume and not (teacher / STATE_FILE).is_file() and all(
                 (teacher / n).is_file() for n in ("weights.safetensors", "arch.json")):
             log("train: using the existing teacher (no training checkpoint: imported or trained elsewhere)")

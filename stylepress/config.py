@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 
 import tomli_w
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import StylepressError
 
@@ -70,7 +79,12 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["resnet"] = "resnet"
+    # "resnet" (trained here), or a published family imported from `weights` instead of trained:
+    # cyclegan-resnet | pix2pix-unet | animegan2 | fast-neural-style | module:PKG.MOD:FACTORY
+    arch: Str = Field("resnet", pattern=r"^(resnet|cyclegan-resnet|pix2pix-unet|animegan2|fast-neural-style|"
+                                        r"module:[\w.]+:\w+)$")
+    weights: Path | None = None  # the checkpoint to import (safetensors, or a weights-only state dict)
+    options: dict[str, int | float | bool | str] = {}  # the family's constructor options
     ngf: Int = Field(64, ge=1, le=1024)
     n_blocks: Int = Field(9, ge=0, le=64)
     norm: Literal["instance", "batch", "none"] = "instance"
@@ -79,6 +93,21 @@ class ModelConfig(_Section):
     ndf: Int = Field(64, ge=1, le=1024)
     d_layers: Int = Field(3, ge=1, le=6)
     d_spectral_norm: Bool = False
+
+    _resolve_weights = field_validator("weights")(_resolve)
+
+    @field_validator("weights")
+    @classmethod
+    def _is_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_iff_imported(self) -> ModelConfig:
+        if (self.weights is None) != (self.arch == "resnet"):
+            raise ValueError(f"arch {self.arch!r}: an imported arch needs model.weights, and only one takes it")
+        return self
 
 
 class TrainConfig(_Section):

@@ -62,6 +62,9 @@ class _Progress:
 def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
         show_progress: bool = True) -> TrainResult:
     out = Path(run_dir) / "teacher"
+    if cfg.model.arch != "resnet":
+        raise StylepressError(f"model.arch {cfg.model.arch!r} is imported from model.weights, not trained: "
+                              "run `stylepress build` (or `stylepress import`)")
     rank, world, device = _setup_distributed(cfg.train.device)
     main = rank == 0
     tc = cfg.train

@@ -45,6 +45,8 @@ def _config(tmp_path, extra: str = "") -> tuple:
         [bench]
         repeats = 3
         threads = 1
+        resolutions = [64]
+        batches = [1, 2]
         """) + extra)
     return config, tmp_path / "run"
 

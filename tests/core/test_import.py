@@ -154,3 +154,58 @@ def test_key_mismatches_are_listed_not_a_traceback(tmp_path):
     result = run_cli("import", path, "--arch", "cyclegan-resnet", "--out", tmp_path / "run")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "missing keys ['model.16.conv_block" in result.stderr and "unexpected keys ['model.16.bias'" in result.stderr
+
+
+class SmallGenerator(torch.nn.Module):
+    """A user's own generator: no stylepress base class, just the [-1, 1] contract."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.ConvTranspose2d(width * 2, width, 4, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, 3, 3, padding=1), nn.Tanh())
+
+    def forward(self, image, style=None):
+        return self.body(image)
+
+
+def small_generator(width: int = 8) -> SmallGenerator:
+    return SmallGenerator(width)
+
+
+@pytest.mark.slow
+def test_a_module_factory_generator_runs_the_whole_build(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, src in DEMO_PHOTOS.items():
+        shutil.copy(src, photos / name)
+    torch.manual_seed(0)
+    save_file(small_generator(6).state_dict(), str(tmp_path / "mine.safetensors"))
+    config = tmp_path / "mine.toml"
+    config.write_text(f'name = "mine"\n[data]\nphotos = "{photos}"\nval_photos = "{photos}"\nresolution = 64\n'
+                      '[model]\narch = "module:test_import:small_generator"\nweights = "mine.safetensors"\n'
+                      "options = {width = 6}\n[train]\ncrop = 32\n[compress]\nratio = 0.5\nround_to = 1\n"
+                      "distill_steps = 4\nbatch_size = 2\nval_every = 4\n[export]\nprecisions = [\"fp32\", \"int8\"]\n"
+                      "[bench]\nrepeats = 3\nthreads = 1\nresolutions = [64]\nbatches = [1, 2]\n"
+                      "[gates]\nmin_psnr_db = 0\nmin_ssim = 0\n")
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}  # the factory's module
+    result = subprocess.run([sys.executable, "-m", "stylepress", "build", str(config), "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"train", "compress", "export", "repo", "bench"}
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert report["selected"] and {v["model"] for v in report["variants"]} == {"teacher", "student"}
+    assert any(v["name"].startswith("triton-") for v in report["variants"])  # served through Triton
+    assert run_cli("verify", tmp_path / "run").returncode == 0
