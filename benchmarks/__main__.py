@@ -1,7 +1,7 @@
 """The reproducible suites behind the README's figures; each writes JSON beside a Markdown summary.
 
   python -m stylepress.benchmarks compression CONFIG [--sweep 2,4,8,16,20,32,40]
-  python -m stylepress.benchmarks ablation CONFIG     feature distillation on / off at the target
+  python -m stylepress.benchmarks ablation CONFIG     feature distillation on (--feat 1) / off at the target
   python -m stylepress.benchmarks latency CONFIG      every precision on every CPU provider
   python -m stylepress.benchmarks serving CONFIG      in-process against served, concurrency sweep
 """
@@ -15,6 +15,7 @@ import typer
 
 from stylepress.cli import ConfigArg, OutOpt, SetOpt, _run_dir, main_with_errors, sweep_factors
 from stylepress.config import load_config
+from stylepress.errors import StylepressError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="stylepress benchmark suites.")
@@ -37,12 +38,15 @@ def compression(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None, resu
 
 
 @app.command()
-def ablation(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None, resume: Resume = False):
+def ablation(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None, resume: Resume = False,
+             feat: Annotated[float, typer.Option(help="The feature weight compared with none.")] = 1.0):
     """Distillation with and without the feature term, same target and steps: ablation/ablation.{json,md}."""
     from . import compression as suite
 
+    if feat <= 0:
+        raise StylepressError("--feat must be above 0 (it is compared with no feature term)")
     cfg, run_dir = _setup(config, out, set_)
-    print(suite.markdown(suite.ablate(cfg, run_dir, resume), cfg.data.styles))
+    print(suite.markdown(suite.ablate(cfg, run_dir, feat, resume), cfg.data.styles))
 
 
 @app.command()

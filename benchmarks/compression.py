@@ -25,10 +25,10 @@ def sweep(cfg: Config, run_dir: Path, factors: list[float], resume: bool = False
     return report
 
 
-def ablate(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
-    """Two students at the config's target: its feature weight, and none."""
+def ablate(cfg: Config, run_dir: Path, feat: float = 1.0, resume: bool = False) -> dict:
+    """Two students at the config's target, the same steps: feature term at weight `feat`, and none."""
     points = []
-    for weight in dict.fromkeys((cfg.compress.lambda_feat, 0.0)):
+    for weight in (feat, 0.0):
         variant = cfg.model_copy(update={"compress": cfg.compress.model_copy(update={"lambda_feat": weight})})
         out = run_dir / "ablation" / f"feat{weight:g}"
         points.append({"lambda_feat": weight, **compress.run(variant, out, resume=resume and (out / "student").is_dir(),

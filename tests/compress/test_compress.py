@@ -233,7 +233,7 @@ def test_ablation_suite_distils_with_and_without_the_feature_term(tmp_path):
                                                  "distill_steps = 4\nbatch_size = 2\nval_every = 2\nlog_every = 1\n"
                                                  "[train]\ncrop = 32\n[serving]"))
     result = subprocess.run([sys.executable, "-m", "stylepress.benchmarks", "ablation", str(config),
-                             "--out", str(run_dir), "--set", "compress.lambda_feat=0.5"],
+                             "--out", str(run_dir), "--feat", "0.5"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads((run_dir / "ablation" / "ablation.json").read_text())
