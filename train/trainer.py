@@ -307,12 +307,21 @@ def _save_state(out: Path, prog: _Progress, cfg: Config, modules: dict, gen: tor
         torch.save(state, tmp)
 
 
+def _same_section(stored: str, section) -> bool:
+    """The checkpoint's config section equals `section`; a key added to stylepress after the
+    checkpoint was written counts as equal when the config leaves it at its default."""
+    saved, now = json.loads(stored), json.loads(section.model_dump_json())
+    fields = type(section).model_fields
+    return all(saved[k] == now[k] if k in saved else now[k] == json.loads(json.dumps(fields[k].default, default=str))
+               for k in now) and set(saved) <= set(now)
+
+
 def _load_state(path: Path, cfg: Config, modules: dict, gen: torch.Generator, rank: int, world: int):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is a user-facing error
         raise StylepressError(f"cannot resume from {path}: {str(exc).splitlines()[0]}") from None
-    if state["model_config"] != cfg.model.model_dump_json() or state["data_config"] != cfg.data.model_dump_json():
+    if not (_same_section(state["model_config"], cfg.model) and _same_section(state["data_config"], cfg.data)):
         raise StylepressError(f"cannot resume from {path}: its [model] or [data] section differs from the config")
     if len(state["data_rng"]) != world:
         raise StylepressError(f"cannot resume from {path}: saved with {len(state['data_rng'])} processes, "

@@ -174,3 +174,13 @@ def test_torchrun_ddp_on_cpu_trains_with_two_processes(tmp_path, demo_photos):
     assert state["step"] == 6 and len(state["data_rng"]) == 2
     assert not torch.equal(state["data_rng"][0], state["data_rng"][1])  # ranks draw different crops
     assert json.loads((tmp_path / "run" / "teacher" / "arch.json").read_text())["styles"] == ["sketch"]
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path, demo_photos):
+    from stylepress.train.trainer import _same_section
+
+    cfg = load_config(write_config(tmp_path, demo_photos))
+    older = {k: v for k, v in json.loads(cfg.model.model_dump_json()).items() if k not in ("weights", "options")}
+    assert _same_section(json.dumps(older), cfg.model)  # keys added later, left at their defaults
+    assert not _same_section(json.dumps({**older, "ngf": older["ngf"] + 1}), cfg.model)
+    assert not _same_section(json.dumps({**older, "gone": 1}), cfg.model)
