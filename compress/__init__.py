@@ -128,6 +128,8 @@ def _plot_sweep(report: dict, styles: list[str], path: Path) -> None:
         ax2.plot(x, [p.get(f"val_ssim_{name}") for p in points], "o-", label=name)
     for ax, label in ((ax1, "PSNR to teacher (dB)"), (ax2, "SSIM to teacher")):
         ax.set_xscale("log")
+        ax.set_xticks(x, [f"{f:.0f}×" for f in x], fontsize=8, rotation=45)
+        ax.minorticks_off()
         ax.set_xlabel(f"MACs reduction (teacher {report['teacher_macs'] / 1e9:.1f} GMACs at {report['resolution']}²)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
