@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import platform
-import resource
 from collections import defaultdict
 from pathlib import Path
 
@@ -141,11 +139,12 @@ def peak_memory_mb(kind: str, path: str, provider: str, threads: int, size: int)
 
 
 def _peak_child(kind: str, path: str, provider: str, threads: int, size: int) -> float:
-    def rss_mb() -> float:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    def status_mb(field: str) -> float:  # VmHWM is this process's own peak (ru_maxrss survives fork + exec)
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1]) / 1024
 
     x = np.zeros((1, 3, size, size), np.float32)
-    before = rss_mb()  # imports done
+    before = status_mb("VmRSS:")  # imports done
     if kind == "eager":
         torch.set_num_threads(threads)
         net, _ = load_generator(path)
@@ -154,7 +153,7 @@ def _peak_child(kind: str, path: str, provider: str, threads: int, size: int) ->
     else:
         sess = session(path, provider, threads, shape=(1, size, size))
         sess.run(None, feeds_for(sess, x))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return status_mb("VmHWM:") - before
 
 
 def _quality(ref: dict, outs: dict, suffix: str) -> dict:
@@ -171,7 +170,8 @@ def _find(rows, model, precision, provider):
 def _op_profile(path: Path, provider: str, threads: int, x: np.ndarray, run_dir: Path, runs: int = 10) -> dict:
     """Share of node time per operator type from ONNX Runtime's profiler (ms per run)."""
     (run_dir / "report").mkdir(parents=True, exist_ok=True)
-    sess = session(path, provider, threads, profile_prefix=str(run_dir / "report" / "ort_profile"))
+    sess = session(path, provider, threads, profile_prefix=str(run_dir / "report" / "ort_profile"),
+                   shape=(len(x), *x.shape[2:]))  # as timed
     feeds = feeds_for(sess, x)
     for _ in range(runs):
         sess.run(None, feeds)

@@ -22,7 +22,8 @@ def test_precision_report_covers_every_variant_and_point_with_quality_memory_and
     assert by[("int8", "default")]["psnr_db"] > 10 and 0 < by[("int8", "default")]["ssim"] <= 1
     size = cfg.serving_resolution
     for r in report["variants"]:
-        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["runs"] >= 3 and r["size_bytes"] > 0 and r["peak_memory_mb"] > 0
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["runs"] >= 3 and r["size_bytes"] > 0
+        assert 0 < r["peak_memory_mb"] < 500  # this model alone, not the measuring process
         shapes = [(p["batch"], p["resolution"]) for p in r["points"]]
         assert shapes[0] == (1, size) and set(shapes) == {(1, size), (1, 32), (2, 32), (1, 48), (2, 48)}
         for p in r["points"]:
