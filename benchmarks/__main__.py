@@ -4,6 +4,8 @@
   python -m stylepress.benchmarks ablation CONFIG     feature distillation on (--feat 1) / off at the target
   python -m stylepress.benchmarks latency CONFIG      every precision on every CPU provider
   python -m stylepress.benchmarks serving CONFIG      in-process against served, concurrency sweep
+  python -m stylepress.benchmarks family-teacher CONFIG --arch animegan2 --style sketch
+                                                      a trained teacher in a published family's architecture
 """
 
 from __future__ import annotations
@@ -68,6 +70,24 @@ def serving(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
 
     cfg, run_dir = _setup(config, out, set_)
     print(serving_latency.markdown(serving_latency.run(cfg, run_dir, repeats=repeats)))
+
+
+@app.command("family-teacher")
+def family_teacher(config: ConfigArg, arch: Annotated[str, typer.Option(help="A family stylepress imports.")],
+                   style: Annotated[str, typer.Option(help="The teacher's style to distil.")],
+                   option: Annotated[list[str] | None, typer.Option(help="Constructor option k=v.")] = None,
+                   out: OutOpt = None, set_: SetOpt = None, resume: Resume = False):
+    """Distil one style of the run's teacher into a fresh `arch` generator: <run>/family/<arch>-<style>/."""
+    from stylepress.models.published import parse_options
+
+    from . import family_teachers
+
+    cfg, run_dir = _setup(config, out, set_)
+    result = family_teachers.run(cfg, run_dir, arch, style, parse_options(option or []), resume=resume)
+    scores = (f"PSNR to the teacher {result['val_psnr']:.2f} dB, SSIM {result['val_ssim']:.3f}"
+              if "val_psnr" in result else "not validated yet")
+    stopped = f" (stopped by {result['signal']})" if result["signal"] else ""
+    print(f"{result['dir']}: {scores} at step {result['step']}{stopped}")
 
 
 if __name__ == "__main__":

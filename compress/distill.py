@@ -14,6 +14,7 @@ weights, checkpoints and `--resume`, as in training.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -89,7 +90,10 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
     val_photos = to_unit(torch.stack(data.val))
     teacher_val = {i: generate(teacher, val_photos, i, device) for i in range(len(spec["styles"]))}
     ema = AveragedModel(student, avg_fn=ema_avg(cc.ema_decay), use_buffers=True)  # copied before hooks exist
-    t_taps, s_taps = _Recorder(feature_taps(teacher)), _Recorder(feature_taps(student))
+    taps = feature_taps(teacher), feature_taps(student)
+    if len(taps[0]) != len(taps[1]):  # a student of another architecture: output distillation only
+        taps = [], []
+    t_taps, s_taps = _Recorder(taps[0]), _Recorder(taps[1])
     with torch.no_grad():  # adaptor widths from one tiny forward
         side = max(16, spec["size_multiple"])
         probe = torch.zeros(1, 3, side, side, device=device), torch.zeros(1, dtype=torch.long, device=device)
@@ -118,6 +122,7 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
     with catch_signals(stop), progress_bar(cc.distill_steps, "distill", enabled=show_progress) as bar:
         bar.advance(step)
         while step < cc.distill_steps and not stop:
+            started = time.monotonic()
             style = step % n_styles
             batch = data.sample(style, cc.batch_size, gen)
             photo, s = batch.photo.to(device), batch.style.to(device)
@@ -145,6 +150,7 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
             opt.step()
             sched.step()
             ema.update_parameters(student)
+            values["s_per_step"] = time.monotonic() - started
             step += 1
             done = step == cc.distill_steps
             if step % cc.log_every == 0 or done:

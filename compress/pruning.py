@@ -19,6 +19,8 @@ from torch import nn
 
 from stylepress.errors import StylepressError
 from stylepress.models import build_generator, layer_channels
+from stylepress.models.families import CycleGANResnetBlock, InvertedResBlock
+from stylepress.models.generator import ResnetBlock
 from stylepress.models.layers import StyleNorm
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
     `layer_ratios` sets other ratios for named layers (torch-pruning's pruning_ratio_dict)."""
     model = copy.deepcopy(model).eval().requires_grad_(True)  # DepGraph traces autograd: grads must be on
     if make_activations_out_of_place(model):
-        log.info("made in-place activations out-of-place so that pruning sees every norm layer")
+        log.debug("made in-place activations out-of-place so that pruning sees every norm layer")
     names = dict(model.named_modules())
     missing = [n for n in ignored if n not in names]
     if missing:
@@ -116,6 +118,21 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
     check_pruned(model, new_spec)
     macs, params = count(model, new_spec, resolution)
     return Pruned(model, new_spec, ratio, macs, params)
+
+
+def inner_convs(model: nn.Module) -> list[str]:
+    """The convs whose output width stays inside a residual block (coupled to nothing outside it):
+    prune_to_macs's finer second knob. stylepress's and CycleGAN's ResNet blocks: the first conv;
+    AnimeGANv2's inverted residual blocks: the expanding 1x1 conv (its depthwise conv follows it)."""
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(m, ResnetBlock):
+            names.append(f"{name}.conv1.conv")
+        elif isinstance(m, CycleGANResnetBlock):
+            names.append(f"{name}.conv_block.1")
+        elif isinstance(m, InvertedResBlock) and len(m.layers) == 4:  # with its expansion layer
+            names.append(f"{name}.layers.0.1")
+    return names
 
 
 def output_conv(model: nn.Module) -> nn.Module:
@@ -158,14 +175,25 @@ def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: 
 
     With `round_to`, MACs fall in steps as the uniform ratio grows; when no uniform ratio lands
     close enough, the residual blocks' inner widths (coupled to nothing else) take a second,
-    finer ratio on top of the largest uniform ratio that stays above the target.
+    finer ratio on top of the largest uniform ratio that stays above the target. When neither
+    lands, `round_to` is halved (with a warning) until one does.
     """
     base, _ = count(model, spec, resolution)
     if target_macs >= base:
         raise StylepressError(f"compress.target_macs {target_macs:.3g} is not below the teacher's {base:.3g} MACs")
-    names = dict(model.named_modules())  # the residual blocks' inner convs (stylepress's ResNet generator)
-    inner = [f"{name}.conv" for name in names if name.endswith(".conv1") and f"{name}.conv" in names]
+    round_to = options.pop("round_to", 8)
+    for step in sorted({max(1, round_to >> k) for k in range(round_to.bit_length())}, reverse=True):
+        found = _land(model, spec, target_macs, resolution, {**options, "round_to": step})
+        if found is not None:
+            if step != round_to:
+                log.warning("no model lands within 3%% of the MACs target at round_to %d: used round_to %d",
+                            round_to, step)
+            return found
+    raise StylepressError(f"no pruning ratio lands within 3% of {target_macs:.3g} MACs even at round_to 1: "
+                          "the model is too narrow for this target; try another")
 
+
+def _land(model: nn.Module, spec: dict, target_macs: float, resolution: int, options: dict) -> Pruned | None:
     def search(make, low: float, high: float) -> tuple[Pruned | None, Pruned | None]:
         above = None  # the smallest model still above the target
         for _ in range(16):
@@ -179,6 +207,7 @@ def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: 
         return None, above
 
     found, above = search(lambda r: prune(model, spec, r, resolution=resolution, **options), 0.0, 0.99)
+    inner = inner_convs(model)
     if found is None and above is not None and inner:
         r0 = above.ratio
 
@@ -189,7 +218,4 @@ def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: 
         found, _ = search(with_inner, r0, 0.99)
         if found is not None:
             found.ratio = r0
-    if found is None:
-        hint = "try compress.round_to = 1 or " if options.get("round_to", 8) > 1 else "the model is too narrow: try "
-        raise StylepressError(f"no pruning ratio lands within 3% of {target_macs:.3g} MACs; {hint}another target")
     return found

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     with catch_signals(stop_signal), progress_bar(tc.steps, "train", enabled=main and show_progress) as bar:
         bar.advance(prog.step)
         while prog.step < tc.steps and not stop_signal:
+            started = time.monotonic()
             style = prog.step % n_styles
             batch = data.sample(style, tc.batch_size, gen)
             photo, real, s = batch.photo.to(device), batch.real.to(device), batch.style.to(device)
@@ -154,6 +156,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
             sched_G.step()
             sched_D.step()
             ema.update_parameters(G)
+            values["s_per_step"] = time.monotonic() - started  # logged as the window's mean, like the losses
             prog.step += 1
             done = prog.step == tc.steps
 

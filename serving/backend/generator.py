@@ -27,7 +27,8 @@ class TritonPythonModel:
 
     def _session(self, shape):
         """OpenVINO compiles a fixed-shape model about 2x faster than a dynamic one (its
-        `reshape_input`); Triton's model_warmup compiles the serving size for each batch size."""
+        `reshape_input`); Triton's model_warmup compiles the serving size for each batch size. The
+        string is export/runtime.session's: this file runs in Triton's Python and imports no stylepress."""
         providers = ["CPUExecutionProvider"]
         if self.openvino:
             ov = {"device_type": "CPU"}

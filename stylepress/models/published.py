@@ -110,9 +110,15 @@ def load_published(model: nn.Module, state: dict[str, torch.Tensor], path: Path)
     model.load_state_dict(state, strict=True)
 
 
-def import_generator(arch: str, weights: Path, options: dict, style: str) -> tuple[nn.Module, dict]:
+def new_generator(arch: str, options: dict, style: str) -> tuple[nn.Module, dict]:
+    """A freshly initialised `arch` generator and its arch.json spec (one style)."""
     model = build(arch, options)
-    load_published(model, read_state_dict(Path(weights)), Path(weights))
     spec = {"format": 1, "arch": arch, "kwargs": options, "styles": [style],
             "size_multiple": int(getattr(model, "size_multiple", 4))}
+    return model, spec
+
+
+def import_generator(arch: str, weights: Path, options: dict, style: str) -> tuple[nn.Module, dict]:
+    model, spec = new_generator(arch, options, style)
+    load_published(model, read_state_dict(Path(weights)), Path(weights))
     return model.eval(), spec

@@ -265,6 +265,24 @@ def test_every_imported_family_prunes_saves_and_reloads_identically(tmp_path, ar
         assert torch.equal(loaded(x), pruned.model.eval()(x)) and loaded(x).shape == x.shape
 
 
+@pytest.mark.parametrize(("arch", "options", "factor", "round_to"), [
+    ("cyclegan-resnet", {}, 20, 8), ("animegan2", {}, 8, 8), ("cyclegan-resnet", {"n_blocks": 6}, 20, 4)])
+def test_published_families_meet_a_macs_target(arch, options, factor, round_to, caplog):
+    # At round_to 8 a uniform ratio alone misses each of these targets by more than 3% (the search
+    # once gave up on all three): the blocks' inner widths are the finer second knob, and where that
+    # is not enough either (resnet_6blocks at 20x), round_to is halved with a warning.
+    from stylepress.models.published import new_generator
+
+    torch.manual_seed(0)
+    teacher, spec = new_generator(arch, options, "s")
+    base, _ = count(teacher, spec, 64)
+    pruned = prune_to_macs(teacher, spec, base / factor, 64, round_to=8)
+    assert abs(pruned.macs - base / factor) <= 0.03 * base / factor
+    widths = [c["out_channels"] for c in pruned.spec["channels"].values() if "out_channels" in c]
+    assert all(w % round_to == 0 or w == 3 for w in widths) and any(w % 8 for w in widths if w != 3) == (round_to < 8)
+    assert ("used round_to 4" in caplog.text) == (round_to == 4)
+
+
 def test_an_imported_family_compresses_with_output_distillation(tmp_path):
     config, run_dir = tiny_run(tmp_path, serving="")
     torch.manual_seed(0)

@@ -48,7 +48,8 @@ def test_training_writes_a_loadable_teacher_with_logs_and_samples(tmp_path, port
     steps = [r for r in records if r.get("kind") != "val"]
     vals = [r for r in records if r.get("kind") == "val"]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
-    assert {"g_loss", "d_loss", "l_style", "l_content", "l_adv", "lr"} <= set(steps[0])
+    assert {"g_loss", "d_loss", "l_style", "l_content", "l_adv", "lr", "s_per_step"} <= set(steps[0])
+    assert all(0 < r["s_per_step"] < 60 for r in steps)  # wall seconds of a step, not a timing target
     assert [r["step"] for r in vals] == [3, 6]
     assert {"val_psnr", "val_ssim", "val_psnr_sketch", "val_psnr_oil", "baseline_psnr_oil", "val_l1_oil",
             "val_l_content_sketch"} <= set(vals[0])
