@@ -192,6 +192,9 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     if main and not (out / "weights.safetensors").exists():
         save_generator(ema.module, spec, out)  # no paired style to rank by: the last EMA weights
     if world > 1:
+        # Tear down together: a rank that destroys the group while another still writes can abort
+        # at exit (seen once: "terminate called without an active exception", SIGABRT).
+        dist.barrier()
         dist.destroy_process_group()
     return TrainResult(status, prog.step, out, stop_signal[0] if stop_signal else None, last_val)
 
