@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylepress.compress.distill import distill
+from stylepress.compress.distill import STATE_FILE, distill
 from stylepress.config import Config
 from stylepress.data import PortraitData
 from stylepress.errors import StylepressError
@@ -45,7 +45,7 @@ def run(cfg: Config, run_dir: Path, arch: str, style: str, options: dict, teache
     if cfg.crop % spec["size_multiple"]:
         raise StylepressError(f"train.crop {cfg.crop} must be a multiple of {spec['size_multiple']} for {arch}")
     out = run_dir / "family" / f"{arch}-{style}"
-    if not resume and (out / "state.pt").exists():
+    if not resume and (out / STATE_FILE).exists():
         raise StylepressError(f"{out} already holds a distillation checkpoint: pass --resume to continue it")
     result = distill(cfg, OneStyle(teacher, teacher_spec["styles"].index(style)), student, spec,
                      PortraitData(cfg.data, cfg.crop), out, None, resume)
