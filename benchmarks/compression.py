@@ -16,27 +16,28 @@ import torch
 from stylepress import compress
 from stylepress.config import Config
 from stylepress.fsutil import write_json, write_text
+from stylepress.layout import RunLayout
 from stylepress.machine import describe, now
 
 
 def sweep(cfg: Config, run_dir: Path, factors: list[float], resume: bool = False) -> dict:
     report = compress.run(cfg, run_dir, resume=resume, sweep=factors)  # writes sweep.json and sweep.png
-    write_text(run_dir / "student" / "sweep.md", markdown(report, cfg.data.styles))
+    write_text(RunLayout(run_dir).student / "sweep.md", markdown(report, cfg.data.styles))
     return report
 
 
 def ablate(cfg: Config, run_dir: Path, feat: float = 1.0, resume: bool = False) -> dict:
     """Two students at the config's target, the same steps: feature term at weight `feat`, and none."""
-    points = []
+    layout, points = RunLayout(run_dir), []
     for weight in (feat, 0.0):
         variant = cfg.model_copy(update={"compress": cfg.compress.model_copy(update={"lambda_feat": weight})})
-        out = run_dir / "ablation" / f"feat{weight:g}"
+        out = layout.ablation / f"feat{weight:g}"
         points.append({"lambda_feat": weight, **compress.run(variant, out, resume=resume and (out / "student").is_dir(),
-                                                             teacher_dir=run_dir / "teacher")})
+                                                             teacher_dir=layout.teacher)})
     report = {"points": points, "machine": {**describe(), "torch_threads": torch.get_num_threads()},
               "torch": torch.__version__, "date": now()}
-    write_json(run_dir / "ablation" / "ablation.json", report)
-    write_text(run_dir / "ablation" / "ablation.md", markdown(report, cfg.data.styles))
+    write_json(layout.ablation / "ablation.json", report)
+    write_text(layout.ablation / "ablation.md", markdown(report, cfg.data.styles))
     return report
 
 

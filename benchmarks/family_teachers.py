@@ -21,6 +21,7 @@ from stylepress.compress.distill import STATE_FILE, distill
 from stylepress.config import Config
 from stylepress.data import PortraitData
 from stylepress.errors import StylepressError
+from stylepress.layout import RunLayout
 from stylepress.models import load_generator
 from stylepress.models.published import new_generator
 
@@ -38,15 +39,16 @@ class OneStyle(nn.Module):
 
 def run(cfg: Config, run_dir: Path, arch: str, style: str, options: dict, teacher_dir: Path | None = None,
         resume: bool = False) -> dict:
-    teacher, teacher_spec = load_generator(teacher_dir or run_dir / "teacher")
-    if style not in teacher_spec["styles"]:
-        raise StylepressError(f"--style {style!r}: the teacher's styles are {teacher_spec['styles']}")
+    layout = RunLayout(run_dir)
+    teacher, teacher_spec = load_generator(teacher_dir or layout.teacher)
+    if style not in teacher_spec.styles:
+        raise StylepressError(f"--style {style!r}: the teacher's styles are {list(teacher_spec.styles)}")
     student, spec = new_generator(arch, options, style)
-    if cfg.crop % spec["size_multiple"]:
-        raise StylepressError(f"train.crop {cfg.crop} must be a multiple of {spec['size_multiple']} for {arch}")
-    out = run_dir / "family" / f"{arch}-{style}"
+    if cfg.crop % spec.size_multiple:
+        raise StylepressError(f"train.crop {cfg.crop} must be a multiple of {spec.size_multiple} for {arch}")
+    out = layout.family / f"{arch}-{style}"
     if not resume and (out / STATE_FILE).exists():
         raise StylepressError(f"{out} already holds a distillation checkpoint: pass --resume to continue it")
-    result = distill(cfg, OneStyle(teacher, teacher_spec["styles"].index(style)), student, spec,
+    result = distill(cfg, OneStyle(teacher, teacher_spec.styles.index(style)), student, spec,
                      PortraitData(cfg.data, cfg.crop), out, None, resume)
     return {"arch": arch, "style": style, "dir": str(out), **result}

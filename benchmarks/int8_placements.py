@@ -17,20 +17,21 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from stylepress.config import load_config
 from stylepress.data import find_images, val_image_paths
-from stylepress.export import onnx_name, serving_inputs
+from stylepress.export import serving_inputs
 from stylepress.export.quantize import _Reader, compare
 from stylepress.export.runtime import available_cpu_providers, feeds_for, run_batched, session, time_session
+from stylepress.layout import RunLayout
 
 
 def main(config: str, model: str = "student") -> None:
     cfg = load_config(config)
     run_dir, size = Path("runs") / cfg.name, cfg.serving_resolution
-    fp32 = run_dir / "export" / onnx_name(model)
+    fp32 = RunLayout(run_dir).onnx(model)
     calib = serving_inputs(find_images(cfg.data.photos)[:cfg.export.int8.samples], size)
     val = serving_inputs(val_image_paths(cfg.data)[:8], size)
     ref = run_batched(session(fp32), val)
     with tempfile.TemporaryDirectory() as tmp:
-        candidates = {"fp32": fp32, "trt-qdq": run_dir / "export" / onnx_name(model, "int8")}
+        candidates = {"fp32": fp32, "trt-qdq": RunLayout(run_dir).onnx(model, "int8")}
         for name, fmt, per_channel in (("ort-qdq-default", QuantFormat.QDQ, False),
                                        ("ort-qoperator", QuantFormat.QOperator, True)):
             candidates[name] = Path(tmp) / f"{name}.onnx"

@@ -1,8 +1,10 @@
 """The latency-versus-quality report and the CI gates, from the benchmark results of a run.
 
-report/report.json (schema 1):
-  {"schema": 1, "date", "machine", "versions", "objective", "selected": NAME | null,
-   "gates": [{"name", "threshold", "value", "margin", "passed"}],
+report/report.json (schema 2):
+  {"schema": 2, "date", "machine", "versions", "objective", "selected": NAME (selection.json's served variant),
+   "served": NAME of the variant measured through Triton | null, "gated": "served" | "in process",
+   "speedup_vs_teacher": the gated p50 against the teacher's on the same path,
+   "gates": [{"name", "threshold", "value", "margin", "passed", "measured"}],
    "variants": [{"name", "model", "runtime", "provider", "precision", "macs", "params", "size_bytes",
                  "quality": {"psnr_db", "ssim"},          # against the teacher's fp32 output; psnr null = identical
                  "peak_memory_mb",                        # in process: a fresh process, batch 1 at the serving size
@@ -10,7 +12,14 @@ report/report.json (schema 1):
                              "runs", "throughput"}]}]}    # points[0]: batch 1 at the serving size (concurrency 1)
   Variants: each ONNX precision on each CPU provider, the PyTorch models in eager mode
   (runtime "pytorch", never selected: the repository serves ONNX), and the served model through Triton
-  (its points: each protocol and concurrency, plus "protocol", queue and compute times).
+  (its points: each protocol and concurrency, plus "protocol", queue and compute times; its quality: what
+  the server returned, at the portraits' own size).
+
+The gates judge the served path: quality (worst style) is what the server returned for the val
+portraits against the teacher's fp32 through the same pre/post-processing; max_p95_ms, min_throughput
+and min_speedup_vs_teacher use the HTTP figures at concurrency 1 (the speedup's baseline: the
+teacher's fp32 full path in process, decode to PNG). Where the target cannot be served on this
+machine (GPU targets), the selected variant's in-process figures are gated and the report says so.
   "not_computed": {"lpips", "fid_kid"}: why those metrics have no figure.
 report/report.md (tables), report/pareto.png (p50 latency against PSNR to the teacher, frontier drawn),
 report/samples.png (val portraits: input | teacher | each model and precision, per style) and
@@ -31,41 +40,43 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from stylepress import selection  # noqa: E402
 from stylepress.config import Config  # noqa: E402
 from stylepress.data import val_image_paths  # noqa: E402
-from stylepress.export import onnx_name, serving_inputs  # noqa: E402
+from stylepress.export import serving_inputs  # noqa: E402
 from stylepress.export.runtime import resolve_cpu_provider, session  # noqa: E402
 from stylepress.fsutil import atomic_path, write_json, write_text  # noqa: E402
 from stylepress.images import grid, save_image, to_image  # noqa: E402
-from stylepress.models import load_generator  # noqa: E402
+from stylepress.layout import RunLayout  # noqa: E402
+from stylepress.models import load_generator, read_spec  # noqa: E402
 
 from .serving_latency import concurrency_table  # noqa: E402
 
 SAMPLE_PHOTOS = 3
 
-SCHEMA = 1
-EXACT_DB = 100.0  # where an identical output is drawn and compared (PSNR is infinite)
+SCHEMA = 2
+EXACT_DB = selection.EXACT_DB  # where an identical output is drawn and compared (PSNR is infinite)
 # Perceptual metrics need pretrained networks (LPIPS: AlexNet/VGG; FID/KID: Inception) that this
 # project neither ships nor downloads: said so, never a number from nowhere.
 NOT_COMPUTED = {"lpips": "not computed: no local weights", "fid_kid": "not computed: no local weights"}
 RUNTIMES = {"default": "onnxruntime", "openvino": "onnxruntime-openvino", "eager": "pytorch"}
 
 
-def _counts(run_dir: Path, model: str, resolution: int) -> tuple[int, int]:
+def _counts(layout: RunLayout, model: str, resolution: int) -> tuple[int, int]:
     from stylepress.compress.pruning import count  # torch-pruning's counter, as prune.json uses
 
-    net, spec = load_generator(run_dir / model)
+    net, spec = load_generator(layout.model_dir(model))
     return count(net, spec, resolution)
 
 
-def variants(run_dir: Path, precision_report: dict, resolution: int) -> list[dict]:
-    counts = {m: _counts(run_dir, m, resolution) for m in {r["model"] for r in precision_report["variants"]}}
+def variants(layout: RunLayout, precision_report: dict, resolution: int) -> list[dict]:
+    counts = {m: _counts(layout, m, resolution) for m in {r["model"] for r in precision_report["variants"]}}
     out = []
     for r in precision_report["variants"]:
         psnr = r.get("psnr_db_vs_teacher", r["psnr_db"] if r["model"] == "teacher" else None)
         ssim = r.get("ssim_vs_teacher", r["ssim"] if r["model"] == "teacher" else None)
         out.append({
-            "name": f"{r['model']}-{r['precision']}-{r['provider']}", "model": r["model"],
+            "name": selection.variant_name(r["model"], r["precision"], r["provider"]), "model": r["model"],
             "runtime": RUNTIMES[r["provider"]], "provider": r["provider"], "precision": r["precision"],
             "macs": counts[r["model"]][0], "params": counts[r["model"]][1], "size_bytes": r["size_bytes"],
             "quality": {"psnr_db": psnr, "ssim": ssim}, "peak_memory_mb": r["peak_memory_mb"],
@@ -77,16 +88,18 @@ def variants(run_dir: Path, precision_report: dict, resolution: int) -> list[dic
 
 
 def served_variant(serving_report: dict, vs: list[dict]) -> dict | None:
-    """The model the repository serves, measured end to end through Triton (JPEG in, PNG out)
-    at each protocol and concurrency; quality and sizes are those of the same ONNX in process."""
-    model, precision, provider = serving_report["served"]
-    same = next((v for v in vs if (v["model"], v["precision"], v["provider"]) == (model, precision, provider)), None)
+    """The variant the repository serves, measured end to end through Triton (encoded in, PNG out)
+    at each protocol and concurrency; its quality is what the server returned; sizes are those of the
+    same ONNX in process."""
+    served = serving_report["served"]
+    same = next((v for v in vs if v["name"] == served["name"]), None)
     if same is None or not serving_report.get("concurrency"):
         return None
     points = [{"resolution": serving_report["resolution"], "batch": 1, **p} for p in serving_report["concurrency"]]
     points.sort(key=lambda p: (p["protocol"] != "http", p["concurrency"]))  # HTTP at concurrency 1 first
-    return {**same, "name": f"triton-{model}-{precision}-{provider}",
-            "runtime": f"tritonserver (python backend, {RUNTIMES[provider]})", "points": points}
+    q = serving_report["quality"]["served"]
+    return {**same, "name": f"triton-{served['name']}", "quality": {"psnr_db": q["psnr_db"], "ssim": q["ssim"]},
+            "runtime": f"tritonserver (python backend, {RUNTIMES[served['provider']]})", "points": points}
 
 
 def _psnr(v: dict) -> float:
@@ -94,33 +107,17 @@ def _psnr(v: dict) -> float:
     return EXACT_DB if v["quality"]["psnr_db"] is None else min(EXACT_DB, v["quality"]["psnr_db"])
 
 
-def _meets_quality(v: dict, gates) -> bool:
-    return _psnr(v) >= gates.min_psnr_db and (v["quality"]["ssim"] or 0) >= gates.min_ssim
-
-
-def select(vs: list[dict], cfg: Config) -> dict | None:
-    """[bench] objective: "fastest" (lowest p50 meeting the quality gates) or "quality" (best
-    PSNR within max_p95_ms, when set)."""
+def gates(gated: dict | None, teacher_p50_ms: float | None, cfg: Config, measured: str) -> list[dict]:
+    """Every configured gate on the gated variant (the served one): threshold, value, margin, passed.
+    `teacher_p50_ms` is the speedup's baseline, measured on the same path as the gated figures."""
     g = cfg.gates
-    vs = [v for v in vs if v["provider"] != "eager"]  # the repository serves ONNX
-    if cfg.bench.objective == "quality":
-        ok = [v for v in vs if g.max_p95_ms is None or v["points"][0]["p95_ms"] <= g.max_p95_ms]
-        return max(ok, key=_psnr, default=None)
-    ok = [v for v in vs if _meets_quality(v, g)]
-    return min(ok, key=lambda v: v["points"][0]["p50_ms"], default=None)
-
-
-def gates(selected: dict | None, vs: list[dict], cfg: Config) -> list[dict]:
-    """Every configured gate on the selected variant: threshold, value, margin, passed."""
-    g = cfg.gates
-    teacher = next((v for v in vs if v["name"] == "teacher-fp32-default"), None)
-    p = selected["points"][0] if selected else None
+    p = gated["points"][0] if gated else None
     checks = [
-        ("min_psnr_db", g.min_psnr_db, _psnr(selected) if selected else None, +1),
-        ("min_ssim", g.min_ssim, selected["quality"]["ssim"] if selected else None, +1),
+        ("min_psnr_db", g.min_psnr_db, _psnr(gated) if gated else None, +1),
+        ("min_ssim", g.min_ssim, gated["quality"]["ssim"] if gated else None, +1),
         ("max_p95_ms", g.max_p95_ms, p["p95_ms"] if p else None, -1),
         ("min_speedup_vs_teacher", g.min_speedup_vs_teacher,
-         teacher["points"][0]["p50_ms"] / p["p50_ms"] if p and teacher else None, +1),
+         teacher_p50_ms / p["p50_ms"] if p and teacher_p50_ms else None, +1),
         ("min_throughput", g.min_throughput, p["throughput"] if p else None, +1),
     ]
     out = []
@@ -129,7 +126,7 @@ def gates(selected: dict | None, vs: list[dict], cfg: Config) -> list[dict]:
             continue
         margin = None if value is None else sign * (value - threshold)
         out.append({"name": name, "threshold": threshold, "value": value, "margin": margin,
-                    "passed": margin is not None and margin >= 0})
+                    "passed": margin is not None and margin >= 0, "measured": measured})
     return out
 
 
@@ -144,7 +141,7 @@ def pareto_front(vs: list[dict]) -> list[dict]:
     return front
 
 
-def plot(vs: list[dict], selected: dict | None, path: Path) -> None:
+def plot(vs: list[dict], served: dict | None, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for v in vs:
         marker = "^" if v["name"].startswith("triton-") else "o" if v["provider"] == "default" else "s"
@@ -156,9 +153,9 @@ def plot(vs: list[dict], selected: dict | None, path: Path) -> None:
     for v in front:
         ax.annotate(v["name"], (v["points"][0]["p50_ms"], _psnr(v)), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
-    if selected:
-        ax.scatter(selected["points"][0]["p50_ms"], _psnr(selected), s=140, facecolors="none", edgecolors="red",
-                   label=f"selected: {selected['name']}")
+    if served:
+        ax.scatter(served["points"][0]["p50_ms"], _psnr(served), s=140, facecolors="none", edgecolors="red",
+                   label=f"served: {served['name']}")
     latencies = [v["points"][0]["p50_ms"] for v in vs]
     log_x = max(latencies) > 10 * min(latencies)
     if log_x:
@@ -186,16 +183,18 @@ def markdown(report: dict) -> str:
     lines = [f"# stylepress report ({report['date'][:10]})", "",
              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
              f"onnxruntime {report['versions']['onnxruntime']}. Objective: {report['objective']}; "
-             f"selected: **{report['selected'] or 'none (no variant meets the quality gates)'}**.", "",
+             f"served: **{report['selected']}** (selection.json); gates judge it {report['gated']}.", "",
              "| variant | runtime | precision | GMACs | params (M) | size MB | peak MB | PSNR dB | SSIM | p50 ms "
              "| p95 ms |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v in report["variants"]:
         p, q = v["points"][0], v["quality"]
         psnr = "identical" if q["psnr_db"] is None else f"{q['psnr_db']:.2f}"
-        lines.append(f"| {v['name']} | {v['runtime']} | {v['precision']} | {v['macs'] / 1e9:.2f} | "
+        mark = " (served)" if v["name"] in (report["selected"], report["served"]) else ""
+        lines.append(f"| {v['name']}{mark} | {v['runtime']} | {v['precision']} | {v['macs'] / 1e9:.2f} | "
                      f"{v['params'] / 1e6:.2f} | {v['size_bytes'] / 1e6:.2f} | {v['peak_memory_mb']:.0f} | {psnr} | "
                      f"{q['ssim']:.4f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} |")
-    lines += ["", "PSNR and SSIM against the teacher's fp32 output on val portraits. "
+    lines += ["", "PSNR and SSIM against the teacher's fp32 output on val portraits (in process: network output "
+              "at the serving size; through Triton: the returned PNG at the portrait's own size). "
               + "; ".join(f"{k.upper().replace('_', '/')}: {v}" for k, v in report["not_computed"].items()) + "."]
     in_process = [v for v in report["variants"] if "protocol" not in v["points"][0]]
     shapes = list(dict.fromkeys((p["resolution"], p["batch"]) for v in in_process for p in v["points"]))
@@ -212,7 +211,9 @@ def markdown(report: dict) -> str:
             lines += ["", f"{v['name']} through Triton, one portrait per request (JPEG in, PNG out):", "",
                       *concurrency_table(v["points"])]
     if report["gates"]:
-        lines += ["", "| gate | threshold | measured | margin | |", "|---|---:|---:|---:|---|"]
+        lines += ["", f"Gates on {report['served'] or report['selected']}, measured {report['gated']}"
+                  + (" (latency: HTTP at concurrency 1)" if report["gated"] == "served" else "") + ":", "",
+                  "| gate | threshold | measured | margin | |", "|---|---:|---:|---:|---|"]
         for g in report["gates"]:
             value, margin = gate_cells(g)
             lines.append(f"| {g['name']} | {g['threshold']:g} | {value} | {margin} | "
@@ -220,18 +221,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def samples(cfg: Config, run_dir: Path, vs: list[dict], path: Path) -> None:
+def samples(cfg: Config, layout: RunLayout, vs: list[dict], path: Path) -> None:
     """Val portraits per style: input | teacher fp32 | each other model and precision, on the
     configured CPU provider."""
     size = cfg.serving_resolution
     photos = serving_inputs(val_image_paths(cfg.data)[:SAMPLE_PHOTOS], size)
-    styles = json.loads((run_dir / "teacher" / "arch.json").read_text())["styles"]
+    styles = read_spec(layout.teacher).styles
     provider = resolve_cpu_provider(cfg.export.cpu_provider)
     columns = [("teacher", "fp32")] + sorted({(v["model"], v["precision"]) for v in vs} - {("teacher", "fp32")})
 
     outputs = {}
     for model, precision in columns:
-        sess = session(run_dir / "export" / onnx_name(model, precision), provider)
+        sess = session(layout.onnx(model, precision), provider)
         for s in range(len(styles)):
             feeds = {"image": photos} | ({"style": np.full(len(photos), s, np.int64)} if len(styles) > 1 else {})
             outputs[model, precision, s] = sess.run(None, feeds)[0]
@@ -281,24 +282,31 @@ def html_page(report: dict, md: str, pareto: Path, sample_grid: Path) -> str:
 
 
 def run(cfg: Config, run_dir: str | Path) -> dict:
-    """Assemble report/ from report/precision.json; returns the report."""
-    run_dir = Path(run_dir)
-    precision_report = json.loads((run_dir / "report" / "precision.json").read_text())
-    vs = variants(run_dir, precision_report, cfg.serving_resolution)
-    serving_path = run_dir / "report" / "serving_latency.json"
-    served = served_variant(json.loads(serving_path.read_text()), vs) if serving_path.is_file() else None
-    selected = select(vs, cfg)  # among the in-process variants: what the repository should serve
-    if served:
+    """Assemble report/ from the bench, the selection and the served bench; returns the report."""
+    layout = RunLayout(run_dir)
+    precision_report = json.loads(layout.precision_json.read_text())
+    chosen = selection.load(layout.root)["served"]
+    vs = variants(layout, precision_report, cfg.serving_resolution)
+    served_report = json.loads(layout.served_json.read_text()) if layout.served_json.is_file() else None
+    served = served_variant(served_report, vs) if served_report else None
+    if served and served_report["served"] == chosen:
         vs.append(served)
+        gated, measured = served, "served"
+        teacher_p50 = served_report["latency_ms"]["teacher_fp32_full_path"]["p50"]
+    else:  # not servable here (GPU targets): the selected variant in process, and said so
+        served = None
+        gated, measured = next((v for v in vs if v["name"] == chosen["name"]), None), "in process"
+        teacher = next((v for v in vs if v["name"] == "teacher-fp32-default"), None)
+        teacher_p50 = teacher["points"][0]["p50_ms"] if teacher else None
     report = {"schema": SCHEMA, "date": precision_report["date"], "machine": precision_report["machine"],
               "versions": precision_report["versions"], "objective": cfg.bench.objective,
-              "selected": selected["name"] if selected else None, "gates": gates(selected, vs, cfg), "variants": vs,
-              "not_computed": NOT_COMPUTED}
-    out = run_dir / "report"
+              "selected": chosen["name"], "served": served["name"] if served else None, "gated": measured,
+              "speedup_vs_teacher": teacher_p50 / gated["points"][0]["p50_ms"] if gated and teacher_p50 else None,
+              "gates": gates(gated, teacher_p50, cfg, measured), "variants": vs, "not_computed": NOT_COMPUTED}
     md = markdown(report)
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", md)
-    plot(vs, selected, out / "pareto.png")
-    samples(cfg, run_dir, vs, out / "samples.png")
-    write_text(out / "report.html", html_page(report, md, out / "pareto.png", out / "samples.png"))
+    write_json(layout.report_json, report)
+    write_text(layout.report_md, md)
+    plot(vs, gated, layout.pareto)
+    samples(cfg, layout, vs, layout.samples)
+    write_text(layout.report_html, html_page(report, md, layout.pareto, layout.samples))
     return report

@@ -1,8 +1,17 @@
-"""Latency of one portrait at the serving size: in-process ONNX Runtime against the same model
-through Triton's ensemble (decode, letterbox, generator, un-letterbox, PNG) over HTTP.
+"""The served bench: what the repository serves (selection.json), measured through a real Triton.
+
+Latency of one portrait at the serving size: in-process ONNX Runtime (network alone, and the full
+path: decode, letterbox, network, un-letterbox, PNG) against the same model through Triton's
+ensemble over HTTP, then each protocol at concurrency 1-8; and the teacher's fp32 full path in
+process, the baseline of `min_speedup_vs_teacher`.
+
+Quality of what the server returns: each val portrait's encoded bytes sent through the running
+repository for every style (encoded in, PNG out), against the teacher's fp32 output through the same
+pre/post-processing offline (PNG in memory), PSNR/SSIM per style at the portrait's own size; and the
+same figures for the selected variant in process, which the served ones must match.
 
 Medians and tails over repeated sequential requests after warm-up, on one machine in one run, so
-the two figures are comparable; the machine and library versions are recorded beside them.
+the figures are comparable; the machine and library versions are recorded beside them.
 """
 
 from __future__ import annotations
@@ -15,75 +24,116 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
-from stylepress import prepost, serving
+from stylepress import prepost, selection, serving
 from stylepress.config import Config
 from stylepress.data import val_image_paths
-from stylepress.export import onnx_name, runtime, served_precision
-from stylepress.export.runtime import resolve_cpu_provider
+from stylepress.export import runtime
 from stylepress.fsutil import write_json, write_text
+from stylepress.layout import RunLayout
 from stylepress.machine import describe, now
+from stylepress.metrics import psnr, ssim
+from stylepress.models.spec import read_spec
 from stylepress.progress import progress_bar
 
 CONCURRENCY = (1, 2, 4, 8)
 
 
-def run(cfg: Config, run_dir: str | Path, repeats: int = 50, warmup: int = 5) -> dict:
-    """Measure, write run_dir/report/serving_latency.json and return it."""
-    run_dir = Path(run_dir)
-    repo = run_dir / serving.REPOSITORY
+def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: int = 5) -> dict:
+    """Measure, write report/serving_latency.json and return it."""
+    layout = RunLayout(run_dir)
+    repeats = repeats or cfg.bench.repeats
+    repo = layout.repository
     serving.check_repository(repo)
-    model = serving.served_model(run_dir, cfg.serving.model)  # what the repository serves
-    precision = served_precision(run_dir, model, cfg.serving.precision)
-    provider = resolve_cpu_provider(cfg.export.cpu_provider)
-    data = val_image_paths(cfg.data)[0].read_bytes()
+    served = selection.load(layout.root)["served"]  # what the repository serves
+    model, precision, provider = served["model"], served["precision"], served["provider"]
+    paths = val_image_paths(cfg.data)
+    data = paths[0].read_bytes()
     size = cfg.serving_resolution
-    session = runtime.session(run_dir / "export" / onnx_name(model, precision), provider, shape=(1, size, size))
+    styles = list(read_spec(layout.model_dir(model)).styles)
+    session = runtime.session(layout.onnx(model, precision), provider, shape=(1, size, size))
+    teacher = runtime.session(layout.onnx("teacher"), "default")
     x, box = prepost.letterbox(prepost.decode(data), size)
-    feeds = {"image": x[None]}
-    if len(session.get_inputs()) == 2:
-        feeds["style"] = np.zeros(1, np.int64)
+    feeds = runtime.feeds_for(session, x[None])
 
     def in_process_network():
         session.run(None, feeds)
 
-    def in_process_full():
-        x, box = prepost.letterbox(prepost.decode(data), size)
-        prepost.encode_png(prepost.unletterbox(session.run(None, {**feeds, "image": x[None]})[0][0], box))
+    def full_path(sess, image: bytes, style: int = 0) -> np.ndarray:
+        x, box = prepost.letterbox(prepost.decode(image), size)
+        return prepost.unletterbox(sess.run(None, runtime.feeds_for(sess, x[None], style))[0][0], box)
 
     results = {}
-    with progress_bar(3, "latency") as bar:
+    with progress_bar(4, "served bench") as bar:
         results["onnxruntime_network"] = _time(in_process_network, repeats, warmup)
+        results["onnxruntime_full_path"] = _time(lambda: prepost.encode_png(full_path(session, data)), repeats, warmup)
+        results["teacher_fp32_full_path"] = _time(lambda: prepost.encode_png(full_path(teacher, data)), repeats, warmup)
         bar.advance()
-        results["onnxruntime_full_path"] = _time(in_process_full, repeats, warmup)
+        val = paths[:cfg.export.int8.val_images]
+        reference = {(p, s): full_path(teacher, p.read_bytes(), s) for p in val for s in range(len(styles))}
+        in_process = {(p, s): full_path(session, p.read_bytes(), s) for p in val for s in range(len(styles))}
         bar.advance()
-        with serving.local_server(repo, run_dir / "tritonserver.log") as server:
+        with serving.local_server(repo, layout.server_log) as server:
             server.wait_ready()
             client = serving.Client(server.http_url)
+            returned = {}
+            for s, style in enumerate(styles):
+                pngs = client.stylize_many([p.read_bytes() for p in val], style if len(styles) > 1 else None)
+                returned.update({(p, s): prepost.decode(png) for p, png in zip(val, pngs, strict=True)})
+            bar.advance()
             results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)
             sweep = [concurrency_point(server, protocol, data, c, max(repeats, 4 * c), f"{cfg.model_name}_generator")
                      for protocol in ("http", "grpc") for c in CONCURRENCY]
         bar.advance()
     report = {
-        "what": f"one {size}x{size} portrait, batch 1, sequential requests, {model} {precision} on {provider}",
+        "what": f"one {size}x{size} portrait, batch 1, sequential requests, {served['name']} as served; quality: "
+                f"{len(val)} val portraits x {len(styles)} styles through the server (encoded in, PNG out) against "
+                "the teacher's fp32 through the same pre/post-processing offline, worst style",
         "date": now(),
         "machine": describe(),
         "versions": {"onnxruntime": ort.__version__, "tritonserver": "2.51 (nvidia-pytriton 0.7.0, CPU)",
                      "python": platform.python_version()},
-        "served": [model, precision, provider], "resolution": size,
+        "served": served, "resolution": size,
         "repeats": repeats, "warmup": warmup, "latency_ms": results, "concurrency": sweep,
+        "quality": {"served": quality(reference, returned, styles),
+                    "in_process": quality(reference, in_process, styles)},
         "triton_over_onnxruntime_full_path": results["triton_http"]["p50"] / results["onnxruntime_full_path"]["p50"],
     }
-    write_json(run_dir / "report" / "serving_latency.json", report)
-    write_text(run_dir / "report" / "serving_latency.md", markdown(report))
+    write_json(layout.served_json, report)
+    write_text(layout.served_md, markdown(report))
     return report
+
+
+def quality(reference: dict, outputs: dict, styles: list[str]) -> dict:
+    """PSNR and SSIM of uint8 outputs against the reference: the mean over the portraits of each style
+    (an identical portrait counts as selection.EXACT_DB; all identical: None), and the worst style's."""
+    def tensor(rgb: np.ndarray) -> torch.Tensor:  # uint8 HxWx3 -> [1, 3, H, W] in [-1, 1], as metrics take
+        return torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
+    per_style = {}
+    for s, style in enumerate(styles):
+        keys = [k for k in reference if k[1] == s]
+        db = [psnr(tensor(outputs[k]), tensor(reference[k])).item() for k in keys]
+        per_style[style] = {"psnr_db": float(np.mean(np.minimum(db, selection.EXACT_DB))) if np.isfinite(db).any()
+                            else None,
+                            "ssim": float(np.mean([ssim(tensor(outputs[k]), tensor(reference[k])).item()
+                                                   for k in keys]))}
+    finite = [q["psnr_db"] for q in per_style.values() if q["psnr_db"] is not None]
+    return {"psnr_db": min(finite) if finite else None, "ssim": min(q["ssim"] for q in per_style.values()),
+            "per_style": per_style}
 
 
 def markdown(report: dict) -> str:
     lines = [f"{report['what']}; {report['machine']['cpu']}, {report['date'][:10]}", "",
              "| path | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|",
              *(f"| {name} | {f['p50']:.1f} | {f['p95']:.1f} | {f['p99']:.1f} |"
-               for name, f in report["latency_ms"].items()), "", *concurrency_table(report["concurrency"])]
+               for name, f in report["latency_ms"].items()), "", *concurrency_table(report["concurrency"]), "",
+             "| quality to the teacher's fp32 | style | PSNR dB | SSIM |", "|---|---|---:|---:|"]
+    for where, q in report["quality"].items():
+        for style, f in q["per_style"].items():
+            db = "identical" if f["psnr_db"] is None else f"{f['psnr_db']:.2f}"
+            lines.append(f"| {where} | {style} | {db} | {f['ssim']:.4f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,8 +20,9 @@ from stylepress.config import Config
 from stylepress.data import PortraitData
 from stylepress.errors import StylepressError
 from stylepress.fsutil import write_json
+from stylepress.layout import RunLayout
 from stylepress.machine import describe, now
-from stylepress.models import ARCH_FILE, build_generator, layer_channels, load_generator
+from stylepress.models import ARCH_FILE, ArchSpec, build_generator, layer_channels, load_generator, read_spec
 
 from .distill import STATE_FILE, distill
 from .pruning import count, prune, prune_to_macs
@@ -34,32 +35,33 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     """Prune and distil the run's teacher (or `teacher_dir`) into student/ (or one student per --sweep
     factor)."""
     run_dir = Path(run_dir)
-    teacher_dir = Path(teacher_dir) if teacher_dir is not None else run_dir / "teacher"
+    layout = RunLayout(run_dir)
+    teacher_dir = Path(teacher_dir) if teacher_dir is not None else layout.teacher
     teacher, spec = load_generator(teacher_dir)
-    if cfg.crop % spec["size_multiple"]:
+    if cfg.crop % spec.size_multiple:
         raise StylepressError(f"train.crop {cfg.crop} (the distillation crop) must be a multiple of "
-                              f"{spec['size_multiple']} for this {spec['arch']} generator")
+                              f"{spec.size_multiple} for this {spec.arch} generator")
     data = PortraitData(cfg.data, cfg.crop)
     teacher_count = count(teacher, spec, cfg.serving_resolution)  # (MACs, params), once for every student
     base_macs = teacher_count[0]
     if not sweep:
-        return _one(cfg, teacher_dir, teacher, spec, teacher_count, data, run_dir / "student",
+        return _one(cfg, teacher_dir, teacher, spec, teacher_count, data, layout.student,
                     cfg.compress.target_macs_value, resume, force, show_progress)
     points = []
     for factor in sweep:
-        out = run_dir / "student" / "sweep" / f"x{factor:g}"
+        out = layout.sweep / f"x{factor:g}"
         points.append({"factor": factor, **_one(cfg, teacher_dir, teacher, spec, teacher_count, data, out,
                                                 base_macs / factor, resume and (out / STATE_FILE).exists(), force,
                                                 show_progress)})
     report = {"teacher_macs": base_macs, "resolution": cfg.serving_resolution, "points": points,
               "machine": {**describe(), "torch_threads": torch.get_num_threads()}, "torch": torch.__version__,
               "date": now()}
-    write_json(run_dir / "student" / "sweep.json", report)
-    _plot_sweep(report, spec["styles"], run_dir / "student" / "sweep.png")
+    write_json(layout.student / "sweep.json", report)
+    _plot_sweep(report, spec.styles, layout.student / "sweep.png")
     return report
 
 
-def _one(cfg: Config, teacher_dir: Path, teacher, spec: dict, teacher_count: tuple[int, int], data: PortraitData,
+def _one(cfg: Config, teacher_dir: Path, teacher, spec: ArchSpec, teacher_count: tuple[int, int], data: PortraitData,
          out: Path, target_macs: float | None, resume: bool, force: bool, show_progress: bool) -> dict:
     cc = cfg.compress
     if not resume and (out / STATE_FILE).exists() and not force:
@@ -69,7 +71,7 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: dict, teacher_count: tup
     if resume:
         if not (out / ARCH_FILE).is_file():
             raise StylepressError(f"nothing to resume: {out / ARCH_FILE} does not exist")
-        student_spec = json.loads((out / ARCH_FILE).read_text())
+        student_spec = read_spec(out)
         student = build_generator(student_spec)
         prune_report = json.loads((out / PRUNE_FILE).read_text())
     else:
@@ -97,9 +99,9 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: dict, teacher_count: tup
             **{k: v for k, v in result.items() if k.startswith("val_") or k == "signal"}}
 
 
-def _widths(model, spec: dict) -> dict:
+def _widths(model, spec: ArchSpec) -> dict:
     """Per-layer widths: the ResNet generator's summary, or every conv's output channels."""
-    if spec["arch"] == "resnet":
+    if spec.arch == "resnet":
         return model.layer_widths()
     return {name: c["out_channels"] for name, c in layer_channels(model).items() if "out_channels" in c}
 

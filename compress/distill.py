@@ -28,7 +28,7 @@ from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path
 from stylepress.images import grid, save_image, to_image
 from stylepress.metrics import psnr, ssim
-from stylepress.models import build_discriminator, save_generator, save_weights
+from stylepress.models import ArchSpec, build_discriminator, save_generator, save_weights
 from stylepress.models.families import CycleGANResnet, CycleGANResnetBlock
 from stylepress.models.generator import ResnetGenerator
 from stylepress.progress import progress_bar
@@ -80,7 +80,7 @@ class _Recorder:
             handle.remove()
 
 
-def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, data: PortraitData, out: Path,
+def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: ArchSpec, data: PortraitData, out: Path,
             teacher_state: Path | None, resume: bool = False, show_progress: bool = True) -> dict:
     """Fine-tune `student` toward `teacher`; write out/{weights,last}.safetensors, log.jsonl,
     samples.png, state.pt. Returns the last validation record (student vs teacher)."""
@@ -88,21 +88,21 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
     device = resolve_device(cc.device, "compress.device")
     teacher, student = teacher.to(device).eval().requires_grad_(False), student.to(device).train()
     val_photos = to_unit(torch.stack(data.val))
-    teacher_val = {i: generate(teacher, val_photos, i, device) for i in range(len(spec["styles"]))}
+    teacher_val = {i: generate(teacher, val_photos, i, device) for i in range(spec.num_styles)}
     ema = AveragedModel(student, avg_fn=ema_avg(cc.ema_decay), use_buffers=True)  # copied before hooks exist
     taps = feature_taps(teacher), feature_taps(student)
     if len(taps[0]) != len(taps[1]):  # a student of another architecture: output distillation only
         taps = [], []
     t_taps, s_taps = _Recorder(taps[0]), _Recorder(taps[1])
     with torch.no_grad():  # adaptor widths from one tiny forward
-        side = max(16, spec["size_multiple"])
+        side = max(16, spec.size_multiple)
         probe = torch.zeros(1, 3, side, side, device=device), torch.zeros(1, dtype=torch.long, device=device)
         _, tf = t_taps(teacher, *probe)
         _, sf = s_taps(student, *probe)
     adaptors = nn.ModuleList([nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in zip(sf, tf, strict=True)]).to(device)
     D = None
     if cc.lambda_adv > 0:
-        D = _teacher_discriminator(cfg, teacher_state, len(spec["styles"])).to(device)
+        D = _teacher_discriminator(cfg, teacher_state, spec.num_styles).to(device)
     params = [*student.parameters(), *adaptors.parameters()]
     opt = torch.optim.Adam(params, lr=cc.lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(cc.distill_steps, 0.5))
@@ -118,7 +118,7 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / "log.jsonl").unlink(missing_ok=True)
-    n_styles, last_val, stop = len(spec["styles"]), {}, []
+    n_styles, last_val, stop = spec.num_styles, {}, []
     with catch_signals(stop), progress_bar(cc.distill_steps, "distill", enabled=show_progress) as bar:
         bar.advance(step)
         while step < cc.distill_steps and not stop:
@@ -172,19 +172,19 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: dict, dat
 
 
 @torch.no_grad()
-def validate(student: nn.Module, photos: torch.Tensor, teacher_out: dict, spec: dict, device, step: int,
+def validate(student: nn.Module, photos: torch.Tensor, teacher_out: dict, spec: ArchSpec, device, step: int,
              out: Path) -> dict:
     """PSNR/SSIM of the student against the teacher's outputs, per style and their mean."""
     was_training = student.training
     student.eval()
     record: dict = {"step": step, "kind": "val"}
     columns = [photos[:4]]
-    for i, name in enumerate(spec["styles"]):
+    for i, name in enumerate(spec.styles):
         output = generate(student, photos, i, device)
         record[f"val_psnr_{name}"] = psnr(output, teacher_out[i]).mean().item()
         record[f"val_ssim_{name}"] = ssim(output, teacher_out[i]).mean().item()
         columns += [teacher_out[i][:4], output[:4]]
-    names = spec["styles"]
+    names = spec.styles
     record["val_psnr"] = sum(record[f"val_psnr_{n}"] for n in names) / len(names)
     record["val_ssim"] = sum(record[f"val_ssim_{n}"] for n in names) / len(names)
     append_log(out / "log.jsonl", record)
@@ -203,7 +203,7 @@ def _teacher_discriminator(cfg: Config, state_path: Path | None, n_styles: int) 
     return D
 
 
-def _save(out: Path, step: int, best, modules: dict, gen: torch.Generator, spec: dict) -> None:
+def _save(out: Path, step: int, best, modules: dict, gen: torch.Generator, spec: ArchSpec) -> None:
     state = {k: m.state_dict() for k, m in modules.items()}
     state.update(step=step, best=best, torch_rng=torch.get_rng_state(), data_rng=gen.get_state())
     save_weights(modules["ema"].module, out / "last.safetensors")

@@ -18,7 +18,7 @@ import torch_pruning as tp
 from torch import nn
 
 from stylepress.errors import StylepressError
-from stylepress.models import build_generator, layer_channels
+from stylepress.models import ArchSpec, build_generator, layer_channels
 from stylepress.models.families import CycleGANResnetBlock, InvertedResBlock
 from stylepress.models.generator import ResnetBlock
 from stylepress.models.layers import StyleNorm
@@ -62,13 +62,13 @@ IMPORTANCE = {
 @dataclass
 class Pruned:
     model: nn.Module
-    spec: dict
+    spec: ArchSpec
     ratio: float
     macs: int
     params: int
 
 
-def count(model: nn.Module, spec: dict, resolution: int) -> tuple[int, int]:
+def count(model: nn.Module, spec: ArchSpec, resolution: int) -> tuple[int, int]:
     """(MACs, params) of one resolution x resolution image, torch-pruning's counter."""
     macs, params = tp.utils.count_ops_and_params(model, example_inputs(resolution))
     return int(macs), int(params)
@@ -88,7 +88,7 @@ def make_activations_out_of_place(model: nn.Module) -> int:
     return changed
 
 
-def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", global_pruning: bool = False,
+def prune(model: nn.Module, spec: ArchSpec, ratio: float, importance: str = "l1", global_pruning: bool = False,
           iterative_steps: int = 1, round_to: int = 8, ignored: tuple[str, ...] = (), resolution: int = 256,
           taylor_batch: tuple | None = None, layer_ratios: dict[str, float] | None = None) -> Pruned:
     """Remove `ratio` of the prunable channels (torch-pruning's pruning_ratio) from a copy of `model`;
@@ -103,7 +103,7 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
     # The output conv keeps its 3 channels, and so does anything the user names.
     ignored_layers = [output_conv(model), *(names[n] for n in ignored)]
     pruner = tp.pruner.MetaPruner(
-        model, example_inputs(max(64, spec["size_multiple"])), importance=IMPORTANCE[importance](),
+        model, example_inputs(max(64, spec.size_multiple)), importance=IMPORTANCE[importance](),
         global_pruning=global_pruning,
         pruning_ratio=ratio, iterative_steps=iterative_steps, round_to=round_to, ignored_layers=ignored_layers,
         pruning_ratio_dict={names[n]: r for n, r in (layer_ratios or {}).items()} or None,
@@ -113,8 +113,8 @@ def prune(model: nn.Module, spec: dict, ratio: float, importance: str = "l1", gl
             _taylor_gradients(model, taylor_batch)
         pruner.step()
     model.zero_grad(set_to_none=True)
-    new_spec = ({**spec, "kwargs": {**spec["kwargs"], "widths": model.layer_widths()}} if spec["arch"] == "resnet"
-                else {**spec, "channels": layer_channels(model)})  # imported families: every layer's width
+    new_spec = (spec.with_kwargs(widths=model.layer_widths()) if spec.arch == "resnet"
+                else spec.model_copy(update={"channels": layer_channels(model)}))  # imported: every layer's width
     check_pruned(model, new_spec)
     macs, params = count(model, new_spec, resolution)
     return Pruned(model, new_spec, ratio, macs, params)
@@ -152,15 +152,15 @@ def _taylor_gradients(model: nn.Module, batch: tuple | None) -> None:
     torch.nn.functional.l1_loss(model(photo, style), target).backward()
 
 
-def check_pruned(model: nn.Module, spec: dict) -> None:
+def check_pruned(model: nn.Module, spec: ArchSpec) -> None:
     """Run the pruned model and rebuild it from its spec; refuse a model that fails either."""
     try:
         rebuilt = build_generator(spec)
         rebuilt.load_state_dict(model.state_dict(), strict=True)
         for h, w in ((64, 64), (36, 52)):  # square and not: every layer's shapes must line up
-            m = spec["size_multiple"]
+            m = spec.size_multiple
             h, w = -(-h // m) * m, -(-w // m) * m
-            x, style = torch.randn(2, 3, h, w), torch.tensor([0, len(spec["styles"]) - 1])
+            x, style = torch.randn(2, 3, h, w), torch.tensor([0, spec.num_styles - 1])
             with torch.no_grad():
                 y = model(x, style)
             if y.shape != x.shape or not torch.allclose(y, rebuilt.eval()(x, style), atol=1e-5):
@@ -170,7 +170,7 @@ def check_pruned(model: nn.Module, spec: dict) -> None:
         raise StylepressError(f"pruning produced a broken model, not saved: {reason}") from None
 
 
-def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: int, **options) -> Pruned:
+def prune_to_macs(model: nn.Module, spec: ArchSpec, target_macs: float, resolution: int, **options) -> Pruned:
     """Find the pruning ratio whose model lands within 3% of `target_macs`.
 
     With `round_to`, MACs fall in steps as the uniform ratio grows; when no uniform ratio lands
@@ -193,7 +193,7 @@ def prune_to_macs(model: nn.Module, spec: dict, target_macs: float, resolution: 
                           "the model is too narrow for this target; try another")
 
 
-def _land(model: nn.Module, spec: dict, target_macs: float, resolution: int, options: dict) -> Pruned | None:
+def _land(model: nn.Module, spec: ArchSpec, target_macs: float, resolution: int, options: dict) -> Pruned | None:
     def search(make, low: float, high: float) -> tuple[Pruned | None, Pruned | None]:
         above = None  # the smallest model still above the target
         for _ in range(16):

@@ -5,8 +5,13 @@ export/
   <model>.fp16.onnx   fp16 weights and compute, fp32 inputs/outputs
   <model>.int8.onnx   Q/DQ INT8 that TensorRT's explicit quantization accepts (checked)
   parity.json         ONNX Runtime vs PyTorch on val portraits, per model, size and batch
-  quant.json          per model and precision: quality vs fp32, fallback layers, per-layer SQNR,
-                      calibration settings, measured latency vs fp32 and whether it is faster
+  quant.json          per model and precision: quality vs fp32, whether it met its target (and why
+                      not), fallback layers, per-layer SQNR, calibration settings. No timings: this
+                      file is a deployment input, hashed by the pipeline; latency is the bench's.
+
+A precision that misses its quality target (fp16 or int8) is written and recorded as missed
+(`met: false`), and selection leaves it out; it does not fail the export. Export is
+deterministic: the same inputs give the same bytes (the pipeline hashes them).
 """
 
 from __future__ import annotations
@@ -25,38 +30,31 @@ from stylepress.config import Config
 from stylepress.data import find_images, read_rgb, val_image_paths
 from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path, write_json
-from stylepress.models import ARCH_FILE, load_generator
+from stylepress.layout import MODELS, RunLayout, onnx_name  # noqa: F401 (onnx_name, MODELS: re-exported)
+from stylepress.models import load_generator
 from stylepress.progress import progress_bar
 
 from .onnx_export import export_onnx
 from .parity import check_parity
-from .quantize import compare, quantize_with_fallback, time_pair
+from .quantize import compare, quantize_with_fallback
 from .runtime import resolve_cpu_provider, run_batched, session
 from .tensorrt import build_engine, profile, unavailable
 
 log = logging.getLogger(__name__)
-MODELS = ("teacher", "student")
 PARITY_PHOTOS = 3
-TIMED_RUNS = 21
-# "Faster" must clear the noise of a shared machine: medians within 10% count as a tie (fp32 wins).
-MIN_SPEEDUP = 1.1
-
-
-def onnx_name(model: str, precision: str = "fp32") -> str:
-    return f"{model}.{precision}.onnx"
 
 
 def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[str, Path]:
     """Export every trained model in the run in every configured precision; returns
-    {"<model>.<precision>": onnx path}. Fails if parity, the fp16 check or the TensorRT rules fail."""
-    run_dir = Path(run_dir)
-    models = [m for m in MODELS if (run_dir / m / ARCH_FILE).is_file()]
+    {"<model>.<precision>": onnx path}. Fails if fp32 parity or the TensorRT rules fail."""
+    layout = RunLayout(run_dir)
+    models = layout.models()
     if not models:
-        raise StylepressError(f"nothing to export: {run_dir} has no teacher/ (run `stylepress train` first)")
-    ec, out = cfg.export, run_dir / "export"
+        raise StylepressError(f"nothing to export: {layout.root} has no teacher/ (run `stylepress train` first)")
+    ec = cfg.export
     provider = resolve_cpu_provider(ec.cpu_provider)
     photos = [read_rgb(p) for p in val_image_paths(cfg.data)[:PARITY_PHOTOS]]
-    parity_path, quant_path = out / "parity.json", out / "quant.json"
+    parity_path, quant_path = layout.parity, layout.quant
     parity = json.loads(parity_path.read_text()) if parity_path.is_file() else {}
     quant = json.loads(quant_path.read_text()) if quant_path.is_file() else {}
     size = cfg.serving_resolution
@@ -64,9 +62,9 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
     written = {}
     with progress_bar(len(models) * len(ec.precisions), "export", enabled=show_progress) as bar:
         for name in models:
-            model, spec = load_generator(run_dir / name)
-            n_styles = len(spec["styles"])
-            fp32 = out / onnx_name(name)
+            model, spec = load_generator(layout.model_dir(name))
+            n_styles = spec.num_styles
+            fp32 = layout.onnx(name)
             bar.update(f"{name} fp32")
             with atomic_path(fp32) as tmp:  # a model that fails parity never lands
                 export_onnx(model, spec, tmp, ec.opset)
@@ -82,30 +80,27 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
             bar.advance()
             quant[name] = {"provider": provider, "resolution": size, "val_images": len(val)}
             for stale in (p for p in ("fp16", "int8") if p not in ec.precisions):  # from an earlier config
-                (out / onnx_name(name, stale)).unlink(missing_ok=True)
+                layout.onnx(name, stale).unlink(missing_ok=True)
             for precision in (p for p in ec.precisions if p != "fp32"):
                 bar.update(f"{name} {precision}")
-                path = out / onnx_name(name, precision)
+                path = layout.onnx(name, precision)
                 with atomic_path(path) as tmp:
                     if precision == "fp16":
                         report = _fp16(fp32, tmp, val, n_styles, provider, ec.fp16_min_psnr_db)
                     else:
                         report = _int8(cfg, fp32, tmp, val, n_styles, provider)
-                    report["latency"] = _latency(fp32, tmp, provider, size)
                     report["size_bytes"] = os.path.getsize(tmp)
-                if not report["latency"]["faster"]:
-                    log.warning("%s is not faster than fp32 on this machine (%.1f vs %.1f ms on %s): "
-                                "not selected for serving", path.name, report["latency"]["p50_ms"],
-                                report["latency"]["fp32_p50_ms"], provider)
+                if not report["met"]:
+                    log.warning("%s: %s: recorded, left out of selection", path.name, report["reason"])
                 quant[name][precision] = report
                 write_json(quant_path, quant)
                 written[f"{name}.{precision}"] = path
                 bar.advance()
-    written.update(_engines(cfg, out, models))
+    written.update(_engines(cfg, layout, models))
     return written
 
 
-def _engines(cfg: Config, out: Path, models: list[str]) -> dict[str, Path]:
+def _engines(cfg: Config, layout: RunLayout, models: list[str]) -> dict[str, Path]:
     """TensorRT engines for every exported precision, where TensorRT and a GPU exist."""
     why = unavailable()
     if why:
@@ -114,8 +109,8 @@ def _engines(cfg: Config, out: Path, models: list[str]) -> dict[str, Path]:
     prof, written = profile(cfg.export.tensorrt, cfg.serving_resolution), {}
     for name in models:
         for precision in cfg.export.precisions:
-            plan = out / f"{name}.{precision}.plan"
-            build_engine(out / onnx_name(name, precision), plan, prof, precision, cfg.export.tensorrt.workspace_mib)
+            plan = layout.plan(name, precision)
+            build_engine(layout.onnx(name, precision), plan, prof, precision, cfg.export.tensorrt.workspace_mib)
             written[f"{name}.{precision}.plan"] = plan
     return written
 
@@ -130,11 +125,11 @@ def _fp16(fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str, 
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
     ref, got = session(fp32, provider), session(out, provider)
     quality = [compare(run_batched(ref, val, s), run_batched(got, val, s)) for s in range(max(1, n_styles))]
-    report = {"psnr_db": min(q["psnr_db"] for q in quality), "ssim": min(q["ssim"] for q in quality)}
-    if report["psnr_db"] < min_psnr_db:
-        raise StylepressError(f"{out.name}: fp16 output is {report['psnr_db']:.1f} dB from fp32 "
-                              f"(export.fp16_min_psnr_db = {min_psnr_db:g}): keep this model in fp32")
-    return report
+    psnr = min(q["psnr_db"] for q in quality)
+    met = psnr >= min_psnr_db
+    return {"psnr_db": psnr, "ssim": min(q["ssim"] for q in quality), "met": met, "min_psnr_db": min_psnr_db,
+            "reason": None if met else f"fp16 output is {psnr:.1f} dB from fp32 (export.fp16_min_psnr_db = "
+                                       f"{min_psnr_db:g}): keep this model in fp32"}
 
 
 def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str) -> dict:
@@ -151,34 +146,4 @@ def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, pr
                                     min_ssim=ic.min_ssim)
     report["calibration"] = {"folder": str(folder), "samples": len(calib), "method": ic.method,
                              **({"percentile": ic.percentile} if ic.method == "percentile" else {})}
-    if not report["met"]:
-        log.warning("%s: %s", out.name, report["reason"])
     return report
-
-
-def _latency(fp32: Path, other: Path, provider: str, size: int) -> dict:
-    """fp32 vs this precision on the configured CPU provider, batch 1 at the serving size."""
-    ms = time_pair(fp32, other, provider, size, threads=0, repeats=TIMED_RUNS)
-    speedup = ms["fp32"] / ms["other"]
-    return {"provider": provider, "batch": 1, "resolution": size, "fp32_p50_ms": ms["fp32"],
-            "p50_ms": ms["other"], "speedup": speedup, "faster": speedup >= MIN_SPEEDUP}
-
-
-def served_precision(run_dir: Path, model: str, which: str, target: str = "cpu") -> str:
-    """`serving.precision` resolved. "auto" on CPU targets: int8 when it met its quality target and
-    measured faster than fp32 where it was built, else fp16 on the same terms, else fp32. On GPU
-    targets (no GPU timing here): the lowest precision exported (engine built, for tensorrt)."""
-    if which != "auto":
-        return which
-    if target in ("tensorrt", "onnxruntime-tensorrt"):
-        suffix = ".plan" if target == "tensorrt" else ".onnx"
-        return next((p for p in ("int8", "fp16") if (Path(run_dir) / "export" / f"{model}.{p}{suffix}").is_file()),
-                    "fp32")
-    quant_path = Path(run_dir) / "export" / "quant.json"
-    report = json.loads(quant_path.read_text()).get(model, {}) if quant_path.is_file() else {}
-    for precision in ("int8", "fp16"):
-        r = report.get(precision)
-        if r and r.get("met", True) and r["latency"]["faster"] and (
-                Path(run_dir) / "export" / onnx_name(model, precision)).is_file():
-            return precision
-    return "fp32"

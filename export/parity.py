@@ -8,6 +8,8 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from stylepress.models.spec import ArchSpec
+
 # (height, width): square sizes around the serving size, and a non-square one
 SIZES = ((128, 128), (256, 256), (384, 384), (256, 192))
 BATCHES = (1, 3)
@@ -20,14 +22,14 @@ def parity_inputs(photos: list[Image.Image], h: int, w: int, batch: int) -> np.n
 
 
 @torch.no_grad()
-def check_parity(model: torch.nn.Module, spec: dict, onnx_path, photos: list[Image.Image], tolerance: float,
+def check_parity(model: torch.nn.Module, spec: ArchSpec, onnx_path, photos: list[Image.Image], tolerance: float,
                  sizes=SIZES, batches=BATCHES) -> dict:
     """Compare the two runtimes on every (size, batch); the result says whether all are within `tolerance`."""
-    m = spec["size_multiple"]  # e.g. 256 for pix2pix's unet_256: sizes rounded up to what the model takes
+    m = spec.size_multiple  # e.g. 256 for pix2pix's unet_256: sizes rounded up to what the model takes
     sizes = list(dict.fromkeys((-(-h // m) * m, -(-w // m) * m) for h, w in sizes))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
-    n_styles = len(spec["styles"])
+    n_styles = spec.num_styles
     cases = []
     for h, w in sizes:
         for batch in batches:

@@ -32,7 +32,7 @@ from onnxruntime.quantization.qdq_loss_debug import (
 from stylepress.errors import StylepressError
 from stylepress.metrics import psnr, ssim
 
-from .runtime import feeds_for, run_batched, session, time_session
+from .runtime import run_batched, session
 from .trt_rules import LINEAR, check_trt, output_layers
 
 log = logging.getLogger(__name__)
@@ -170,15 +170,3 @@ def quantize_with_fallback(fp32: Path, out: Path, calib: np.ndarray, val: np.nda
         "excluded": excluded, "output_layers_float": sorted(output_layers(onnx.load(str(fp32)))),
         "layer_sqnr_db": {k: round(v, 2) for k, v in sqnr.items()}, "rounds": rounds,
     }
-
-
-def time_pair(fp32: Path, other: Path, provider: str, size: int, threads: int, repeats: int) -> dict:
-    """Median latency of two models on the same provider, interleaved to share the machine's noise."""
-    x = np.zeros((1, 3, size, size), np.float32)
-    sessions = {k: session(p, provider, threads, shape=(1, size, size)) for k, p in (("fp32", fp32), ("other", other))}
-    feeds = {k: feeds_for(s, x) for k, s in sessions.items()}
-    runs: dict[str, list] = {k: [] for k in sessions}
-    for _ in range(3):  # three interleaved rounds
-        for k, s in sessions.items():
-            runs[k].append(time_session(s, feeds[k], repeats=max(1, repeats // 3), warmup=2)["p50_ms"])
-    return {k: float(np.median(v)) for k, v in runs.items()}

@@ -50,18 +50,23 @@ def session(path: str | Path, provider: str = "default", threads: int = 0,
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    providers: list = ["CPUExecutionProvider"]
-    if provider == "openvino":
-        ov = {"device_type": "CPU"}
-        if threads:  # OpenVINO sizes its own thread pool; "0" would mean one thread, not "auto"
-            ov["num_of_threads"] = str(threads)
-        if shape is not None:
-            n, h, w = shape
-            names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-            ov["reshape_input"] = ",".join(f"image[{n},3,{h},{w}]" if name == "image" else f"{name}[{n}]"
-                                           for name in names)
-        providers = [("OpenVINOExecutionProvider", ov), "CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(str(path), options, providers=providers_for(path, provider, threads, shape))
+
+
+def providers_for(path: str | Path, provider: str, threads: int = 0,
+                  shape: tuple[int, int, int] | None = None) -> list:
+    """ONNX Runtime's `providers` argument for `session` (plain data: it crosses to child processes)."""
+    if provider != "openvino":
+        return ["CPUExecutionProvider"]
+    ov = {"device_type": "CPU"}
+    if threads:  # OpenVINO sizes its own thread pool; "0" would mean one thread, not "auto"
+        ov["num_of_threads"] = str(threads)
+    if shape is not None:
+        n, h, w = shape
+        names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+        ov["reshape_input"] = ",".join(f"image[{n},3,{h},{w}]" if name == "image" else f"{name}[{n}]"
+                                       for name in names)
+    return [("OpenVINOExecutionProvider", ov), "CPUExecutionProvider"]
 
 
 def feeds_for(sess: ort.InferenceSession, images: np.ndarray, style: int = 0) -> dict[str, np.ndarray]:
@@ -94,6 +99,11 @@ def time_call(fn, repeats: int = 20, warmup: int = 3, budget_s: float | None = N
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000)
+    return percentiles(times)
+
+
+def percentiles(times: list[float]) -> dict:
+    """p50/p90/p95/p99, mean and count of latencies in ms."""
     q = np.percentile(times, [50, 90, 95, 99])
     return {"p50_ms": float(q[0]), "p90_ms": float(q[1]), "p95_ms": float(q[2]), "p99_ms": float(q[3]),
             "mean_ms": statistics.fmean(times), "runs": len(times)}

@@ -6,8 +6,8 @@ Entry points: `write_repository(cfg, run_dir)`, `check_repository(path)`, `insta
 
 from .check import check_repository
 from .client import Client
-from .repository import REPOSITORY, served_model, write_repository
+from .repository import REPOSITORY, write_repository
 from .runtime import Runtime, Server, find_runtime, free_port, install, local_server
 
 __all__ = ["REPOSITORY", "Client", "Runtime", "Server", "check_repository", "find_runtime", "free_port", "install",
-           "local_server", "served_model", "write_repository"]
+           "local_server", "write_repository"]

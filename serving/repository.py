@@ -1,4 +1,7 @@
-"""The Triton model repository: `write_repository(cfg, run_dir)` writes run_dir/model_repository/.
+"""The Triton model repository: `write_repository(cfg, run_dir)` writes run_dir/model_repository/,
+serving exactly the variant selection.json names (stylepress.selection): that model, precision and
+CPU provider. The ensemble's and the generator's config.pbtxt carry the variant in their parameters
+(`variant`, `model`, `precision`, `provider`), so a repository says what it serves.
 
 model_repository/
   <name>/              ensemble: IMAGE (encoded JPEG/PNG/WebP) [+ STYLE name] -> STYLED (PNG bytes)
@@ -22,37 +25,36 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 import stylepress.prepost
+from stylepress import selection
 from stylepress.config import Config
 from stylepress.errors import StylepressError
-from stylepress.export import onnx_name, served_precision
-from stylepress.export.runtime import resolve_cpu_provider
-from stylepress.models import ARCH_FILE
+from stylepress.layout import RunLayout
+from stylepress.models.spec import read_spec
 
 from .check import check_repository
 
 log = logging.getLogger(__name__)
 BACKEND = Path(__file__).parent / "backend"
-REPOSITORY = "model_repository"
+REPOSITORY = RunLayout(Path()).repository.name
 WARMUP_BATCHES = 16  # batch sizes warmed up at load; the generator backend keeps as many per-shape sessions
 
 
 def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the repository for the run's exported model, check it, and return its path."""
-    run_dir = Path(run_dir)
+    """Write the repository for the run's selected variant, check it, and return its path."""
+    layout = RunLayout(run_dir)
     sc, name = cfg.serving, cfg.model_name
-    model = served_model(run_dir, sc.model)
-    precision = served_precision(run_dir, model, sc.precision, sc.target)
-    model_path = run_dir / "export" / onnx_name(model, precision)
-    if sc.target == "tensorrt":
-        model_path = model_path.with_suffix(".plan")
-        if not model_path.is_file():
-            raise StylepressError(f"{model_path} not found: TensorRT engines are built by `stylepress export` on a "
-                                  "host with TensorRT and a CUDA GPU")
+    chosen = selection.load(layout.root)
+    if chosen["target"] != sc.target:
+        raise StylepressError(f"{layout.selection} was made for serving.target {chosen['target']!r}, the config "
+                              f"says {sc.target!r}: run `stylepress select` again")
+    served = chosen["served"]
+    model, precision = served["model"], served["precision"]
+    model_path = layout.plan(model, precision) if sc.target == "tensorrt" else layout.onnx(model, precision)
     if not model_path.is_file():
-        raise StylepressError(f"{model_path} not found: run `stylepress export` first")
-    log.info("serving %s (%s precision %s)", model_path.name, sc.precision, precision)
-    styles = json.loads((run_dir / model / ARCH_FILE).read_text())["styles"]
-    repo = Path(out) if out is not None else run_dir / REPOSITORY
+        raise StylepressError(f"{model_path} not found: selection.json names it; run `stylepress export` first")
+    log.info("serving %s (%s, chosen by %s)", served["name"], model_path.name, chosen["source"])
+    styles = list(read_spec(layout.model_dir(model)).styles)
+    repo = Path(out) if out is not None else layout.repository
     size, multi = cfg.serving_resolution, len(styles) > 1
     max_batch = sc.max_batch_size
     if sc.target == "tensorrt":  # the whole ensemble must fit inside the engine's profile
@@ -67,7 +69,7 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
         _io(pre.output, "STYLE_INDEX", pb.TYPE_INT64, [1])
     _params(pre, resolution=size, styles=json.dumps(styles), max_bytes=sc.max_bytes, max_pixels=sc.max_pixels)
 
-    gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision)
+    gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision, served["provider"])
 
     post = _config(f"{name}_postprocess", max_batch, backend="python", instances=sc.instances)
     _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, -1, -1])
@@ -91,6 +93,8 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     step = ens.ensemble_scheduling.step.add(model_name=post.name, model_version=-1)
     step.input_map.update({"STYLED_RAW": "network_output", "BOX": "letterbox"})
     step.output_map["STYLED"] = "STYLED"
+    for config in (ens, gen):  # the repository says what it serves
+        _params(config, variant=served["name"], model=model, precision=precision, provider=served["provider"])
 
     # Built in a temporary folder, checked, then swapped in whole: a killed run leaves the previous
     # repository intact, and no stale model from an earlier config lingers.
@@ -119,13 +123,6 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     return repo
 
 
-def served_model(run_dir: Path, which: str) -> str:
-    """`serving.model` resolved: "auto" is the student when the run has one."""
-    if which != "auto":
-        return which
-    return "student" if (run_dir / "student" / ARCH_FILE).is_file() else "teacher"
-
-
 def _fit_profile(plan: Path, size: int, max_batch: int) -> int:
     """The max_batch_size that fits the engine's optimization profile; the serving size must fit too."""
     prof = json.loads(plan.with_name(plan.name + ".json").read_text())["profile"]
@@ -138,12 +135,13 @@ def _fit_profile(plan: Path, size: int, max_batch: int) -> int:
     return min(max_batch, prof["max_batch"])
 
 
-def _generator_config(cfg: Config, name: str, multi: bool, max_batch: int, precision: str) -> pb.ModelConfig:
+def _generator_config(cfg: Config, name: str, multi: bool, max_batch: int, precision: str,
+                      provider: str) -> pb.ModelConfig:
     sc, size = cfg.serving, cfg.serving_resolution
     gpu, cpu = pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_CPU
     if sc.target == "cpu":
         gen = _config(name, max_batch, backend="python", instances=sc.instances)
-        _params(gen, model_file="model.onnx", provider=resolve_cpu_provider(cfg.export.cpu_provider))
+        _params(gen, model_file="model.onnx")
     elif sc.target == "tensorrt":
         gen = _config(name, max_batch, platform="tensorrt_plan", instances=sc.instances, kind=gpu)
     elif sc.target == "onnxruntime-tensorrt":
@@ -155,8 +153,8 @@ def _generator_config(cfg: Config, name: str, multi: bool, max_batch: int, preci
     else:
         gen = _config(name, max_batch, platform="onnxruntime_onnx", instances=sc.instances,
                       kind=gpu if sc.kind == "gpu" else cpu)
-        if sc.kind == "cpu" and resolve_cpu_provider(cfg.export.cpu_provider) == "openvino":
-            # the same CPU runtime the export was checked and timed on
+        if sc.kind == "cpu" and provider == "openvino":
+            # the same CPU runtime the selection was timed on
             gen.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
     _io(gen.input, "image", pb.TYPE_FP32, [3, -1, -1])  # any H, W (multiples of 4) for tensor clients
     _io(gen.output, "styled", pb.TYPE_FP32, [3, -1, -1])

@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 
 from .config import load_config, to_toml, with_steps
 from .errors import StylepressError
+from .layout import RunLayout
 from .progress import console
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -64,7 +65,7 @@ def import_(weights: Annotated[Path, typer.Argument(help="The checkpoint: .safet
     from .models.published import import_generator, parse_options
 
     run_dir = out if out is not None else Path("runs") / weights.stem
-    teacher = run_dir / "teacher"
+    teacher = RunLayout(run_dir).teacher
     if (teacher / "weights.safetensors").exists() and not force:
         raise StylepressError(f"{teacher} already holds a teacher: pass --force to replace it")
     model, spec = import_generator(arch, weights, parse_options(option or []), style)
@@ -216,12 +217,15 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
 
 @app.command()
 def bench(config: ConfigArg, out: OutOpt = None,
-          repeats: Annotated[int, typer.Option(help="Timed runs per variant (after warm-up).")] = 50,
+          repeats: Annotated[int | None, typer.Option(help="Timed runs per variant, after warm-up (default: "
+                                                           "bench.repeats).")] = None,
           suite: Annotated[str, typer.Option(help="serving | precision | all")] = "all",
-          threads: Annotated[int, typer.Option(help="Threads per in-process variant (precision suite).")] = 2,
+          threads: Annotated[int | None, typer.Option(help="Threads per in-process variant (default: "
+                                                           "bench.threads).")] = None,
           set_: SetOpt = None):
     """Latency benchmarks: every exported precision on every CPU provider against quality
-    (report/precision.{json,md}); serving in-process vs through Triton (report/serving_latency.json)."""
+    (report/precision.{json,md}); the selected variant in process vs through Triton, with the quality
+    of what the server returns (report/serving_latency.{json,md})."""
     if suite not in ("serving", "precision", "all"):
         raise StylepressError(f"--suite must be serving, precision or all, not {suite!r}")
     cfg = load_config(config, set_ or ())
@@ -237,38 +241,54 @@ def bench(config: ConfigArg, out: OutOpt = None,
 
 
 @app.command()
+def select(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None):
+    """Decide what the repository serves, from the bench's figures (or the config's pins); writes
+    <run>/selection.json with every candidate and why it was or was not chosen."""
+    cfg = load_config(config, set_ or ())
+    from . import selection
+
+    chosen = selection.run(cfg, _run_dir(cfg, out))
+    for c in chosen["candidates"]:
+        console.print(f"{c['name']:28s} {c['why']}")
+    console.print(f"served: {chosen['served']['name']} ({chosen['source']}: {chosen['rule']})")
+
+
+@app.command()
 def build(config: ConfigArg, out: OutOpt = None,
           force: Annotated[bool, typer.Option("--force", help="Rerun every selected stage.")] = False,
           from_stage: Annotated[str | None, typer.Option("--from", help="First stage to run.")] = None,
           until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
           set_: SetOpt = None):
-    """The whole job: train -> compress (when [compress] is set) -> export -> repo -> bench, skipping
-    stages whose config and inputs are unchanged; provenance in <run>/manifest.json."""
+    """The whole job: train -> compress (when [compress] is set) -> export -> bench -> select -> repo ->
+    served -> report, skipping stages whose config and inputs are unchanged; provenance in
+    <run>/manifest.json. Exit 3 when a gate fails on the served variant."""
     cfg = load_config(config, set_ or ())
     from . import build as build_mod
 
-    run_dir = _run_dir(cfg, out)
-    results = build_mod.run(cfg, run_dir, force=force, from_stage=from_stage, until_stage=until_stage,
+    layout = RunLayout(_run_dir(cfg, out))
+    results = build_mod.run(cfg, layout.root, force=force, from_stage=from_stage, until_stage=until_stage,
                             log=console.print)
     for r in results:
         console.print(f"{r.stage:9s} {r.status}" + (f" ({r.wall_s:.1f} s)" if r.status == "ran" else ""))
     if results and results[-1].signal is not None:
         console.print(f"interrupted during {results[-1].stage}: rerun the same command to continue")
         raise typer.Exit(128 + results[-1].signal)
-    console.print(f"manifest: {run_dir / build_mod.MANIFEST}")
-    report_path = run_dir / "report" / "report.json"
-    if any(r.stage == "bench" and r.status in ("ran", "skipped") for r in results) and report_path.is_file():
+    console.print(f"manifest: {layout.manifest}")
+    if any(r.stage == "report" and r.status in ("ran", "skipped") for r in results) and layout.report_json.is_file():
         import json
 
         from .benchmarks.report import gate_cells
 
-        report = json.loads(report_path.read_text())
-        console.print(f"report: {report_path.with_suffix('.md')}  selected: {report['selected']}")
+        report = json.loads(layout.report_json.read_text())
+        gated = report["served"] or report["selected"]
+        console.print(f"report: {layout.report_md}  served: {report['selected']} (gated {report['gated']})")
         for g in report["gates"]:
             value, margin = gate_cells(g)
             console.print(f"gate {g['name']:24s} threshold {g['threshold']:<10g} measured {value:>10s} "
                           f"margin {margin:>9s}  {'pass' if g['passed'] else 'FAIL'}")
-        if not all(g["passed"] for g in report["gates"]) or report["selected"] is None:
+        failed = [g["name"] for g in report["gates"] if not g["passed"]]
+        if failed:
+            console.print(f"gates failed on the served variant {gated}: {', '.join(failed)}")
             raise typer.Exit(3)
 
 

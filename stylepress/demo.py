@@ -19,6 +19,7 @@ from PIL import Image
 from .config import load_config, with_steps
 from .fsutil import write_bytes, write_text
 from .images import grid, save_image
+from .layout import RunLayout
 
 DEMO_PHOTOS = {
     "grace_hopper.jpg": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
@@ -56,12 +57,13 @@ def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
     from stylepress import build, serving  # the core composes the stages
 
     cfg = with_steps(load_config(prepare(run_dir)), steps)
+    layout = RunLayout(run_dir)
     result = DemoResult(build.run(cfg, run_dir, log=log), run_dir)
     if result.signal is not None:
         return result
-    result.summary = summary(json.loads((run_dir / "report" / "report.json").read_text()))
-    result.repository = run_dir / serving.REPOSITORY
-    server = serving.local_server(result.repository, run_dir / "tritonserver.log", log=log)
+    result.summary = summary(json.loads(layout.report_json.read_text()))
+    result.repository = layout.repository
+    server = serving.local_server(result.repository, layout.server_log, log=log)
     log("starting tritonserver")
     with server:
         server.wait_ready()
@@ -82,13 +84,15 @@ def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
 
 
 def summary(report: dict) -> str:
-    """One line: the selected variant against the teacher (speedup at batch 1, PSNR to it)."""
-    by_name = {v["name"]: v for v in report["variants"]}
-    chosen, teacher = by_name.get(report["selected"]), by_name.get("teacher-fp32-default")
-    if chosen is None or teacher is None:
-        return "no variant met the quality gates (see the report)"
-    speedup = teacher["points"][0]["p50_ms"] / chosen["points"][0]["p50_ms"]
-    psnr = chosen["quality"]["psnr_db"]
-    return (f"selected {chosen['name']}: {speedup:.1f}x the teacher's speed "
-            f"({chosen['points'][0]['p50_ms']:.1f} vs {teacher['points'][0]['p50_ms']:.1f} ms), "
-            f"PSNR to the teacher {'identical' if psnr is None else f'{psnr:.1f} dB'}")
+    """One line: the served variant and its gated figures (speedup at concurrency 1 over the teacher's
+    full path, quality of what the server returned against the teacher, each gate's verdict)."""
+    gates = {g["name"]: g for g in report["gates"]}
+    speedup = report["speedup_vs_teacher"]
+    psnr, ssim = gates.get("min_psnr_db", {}).get("value"), gates.get("min_ssim", {}).get("value")
+    verdict = "gates passed" if all(g["passed"] for g in report["gates"]) else "gates FAILED: " + ", ".join(
+        name for name, g in gates.items() if not g["passed"])
+    figures = [f"PSNR to the teacher {psnr:.1f} dB" if psnr is not None else "PSNR not measured",
+               f"SSIM {ssim:.3f}" if ssim is not None else "SSIM not measured"]
+    if speedup is not None:
+        figures.insert(0, f"{speedup:.1f}x the teacher's speed")
+    return f"served {report['selected']} (gated {report['gated']}): {', '.join(figures)}; {verdict}"

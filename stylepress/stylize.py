@@ -17,13 +17,14 @@ from . import prepost
 from .errors import StylepressError
 from .fsutil import write_bytes
 from .images import SAVE_FORMATS, save_image
+from .models.spec import ArchSpec
 from .progress import progress_bar
 
 CHUNK = 8  # images in flight at once through the server
 
 
-def style_index(spec: dict, name: str | None) -> int:
-    styles = spec["styles"]
+def style_index(spec: ArchSpec, name: str | None) -> int:
+    styles = spec.styles
     if name is None:
         return 0
     if name not in styles:
@@ -68,8 +69,8 @@ def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str
         from .models import load_generator
 
         net, spec = load_generator(checkpoint)
-        if size % spec["size_multiple"]:
-            raise StylepressError(f"--size {size} is not a multiple of {spec['size_multiple']}")
+        if size % spec.size_multiple:
+            raise StylepressError(f"--size {size} is not a multiple of {spec.size_multiple}")
         idx = style_index(spec, style)
         for src, dst in zip(images, targets, strict=True):
             try:

@@ -30,10 +30,19 @@ from torch.optim.swa_utils import AveragedModel
 from stylepress.config import Config, to_toml
 from stylepress.data import PortraitData, to_unit
 from stylepress.errors import StylepressError
-from stylepress.fsutil import atomic_path, write_json, write_text
+from stylepress.fsutil import atomic_path, write_text
 from stylepress.images import grid, save_image, to_image
+from stylepress.layout import RunLayout
 from stylepress.metrics import psnr, ssim
-from stylepress.models import build_discriminator, build_generator, generator_spec, save_generator, save_weights
+from stylepress.models import (
+    ArchSpec,
+    build_discriminator,
+    build_generator,
+    generator_spec,
+    save_generator,
+    save_weights,
+)
+from stylepress.models.spec import write_spec
 from stylepress.progress import progress_bar
 
 from . import losses
@@ -62,7 +71,7 @@ class _Progress:
 
 def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
         show_progress: bool = True) -> TrainResult:
-    out = Path(run_dir) / "teacher"
+    out = RunLayout(run_dir).teacher
     if cfg.model.arch != "resnet":
         raise StylepressError(f"model.arch {cfg.model.arch!r} is imported from model.weights, not trained: "
                               "run `stylepress build` (or `stylepress import`)")
@@ -283,7 +292,7 @@ def _validate(G, data: PortraitData, device, baseline: dict, cap: int, step: int
     return record
 
 
-def _keep_best(record: dict, prog: _Progress, patience: int, G, spec: dict, out: Path) -> bool:
+def _keep_best(record: dict, prog: _Progress, patience: int, G, spec: ArchSpec, out: Path) -> bool:
     """Save the best-by-val weights; return True when patience is exhausted."""
     score = record.get("val_psnr")
     if score is None:
@@ -298,7 +307,7 @@ def _keep_best(record: dict, prog: _Progress, patience: int, G, spec: dict, out:
 
 # -- checkpoints and logs ---------------------------------------------------------------------------
 
-def _save_state(out: Path, prog: _Progress, cfg: Config, modules: dict, gen: torch.Generator, spec: dict,
+def _save_state(out: Path, prog: _Progress, cfg: Config, modules: dict, gen: torch.Generator, spec: ArchSpec,
                 main: bool, world: int) -> None:
     gen_states = _all_gather(gen.get_state()) if world > 1 else [gen.get_state()]
     if not main:
@@ -308,7 +317,7 @@ def _save_state(out: Path, prog: _Progress, cfg: Config, modules: dict, gen: tor
                  torch_rng=torch.get_rng_state(), data_rng=gen_states,
                  model_config=cfg.model.model_dump_json(), data_config=cfg.data.model_dump_json())
     save_weights(modules["ema"].module, out / "last.safetensors")
-    write_json(out / "arch.json", spec)
+    write_spec(spec, out)
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
 

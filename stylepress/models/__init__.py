@@ -1,12 +1,11 @@
 """Model architectures and their safe on-disk format: `weights.safetensors` + `arch.json`.
 
-`arch.json` holds everything needed to rebuild the module (architecture name, constructor
-arguments, style names); nothing is unpickled when a model is loaded.
+`arch.json` holds everything needed to rebuild the module (`spec.ArchSpec`: architecture name,
+constructor arguments, style names); nothing is unpickled when a model is loaded.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -14,24 +13,26 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import StylepressError
-from ..fsutil import atomic_write, write_json
+from ..fsutil import atomic_write
 from .discriminator import PatchDiscriminator
 from .generator import ResnetGenerator
+from .spec import ARCH_FILE, ArchSpec, read_spec, write_spec
 
 ARCHS = {"resnet": ResnetGenerator}
-ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.safetensors"
+__all__ = ["ARCH_FILE", "ARCHS", "WEIGHTS_FILE", "ArchSpec", "build_generator", "load_generator", "read_spec",
+           "save_generator"]
 
 
-def build_generator(spec: dict) -> nn.Module:
-    if spec["arch"] in ARCHS:
-        model = ARCHS[spec["arch"]](**spec["kwargs"])
+def build_generator(spec: ArchSpec) -> nn.Module:
+    if spec.arch in ARCHS:
+        model = ARCHS[spec.arch](**spec.kwargs)
     else:
         from .published import build  # an imported family, or module:PKG.MOD:FACTORY
 
-        model = build(spec["arch"], spec["kwargs"])
-    if spec.get("channels"):  # a pruned imported model: its layers' recorded widths
-        set_channels(model, spec["channels"])
+        model = build(spec.arch, spec.kwargs)
+    if spec.channels:  # a pruned imported model: its layers' recorded widths
+        set_channels(model, spec.channels)
     return model
 
 
@@ -68,15 +69,10 @@ def set_channels(model: nn.Module, channels: dict[str, dict[str, int]]) -> None:
                     setattr(m, key, t.new_zeros(n))
 
 
-def generator_spec(model_cfg, styles: list[str]) -> dict:
-    return {
-        "format": 1,
-        "arch": model_cfg.arch,
-        "kwargs": {"ngf": model_cfg.ngf, "n_blocks": model_cfg.n_blocks, "norm": model_cfg.norm,
-                   "num_styles": len(styles), "residual": model_cfg.residual},
-        "styles": list(styles),
-        "size_multiple": ResnetGenerator.size_multiple,
-    }
+def generator_spec(model_cfg, styles: list[str]) -> ArchSpec:
+    return ArchSpec(arch=model_cfg.arch, styles=tuple(styles), size_multiple=ResnetGenerator.size_multiple,
+                    kwargs={"ngf": model_cfg.ngf, "n_blocks": model_cfg.n_blocks, "norm": model_cfg.norm,
+                            "num_styles": len(styles), "residual": model_cfg.residual})
 
 
 def build_discriminator(model_cfg, num_styles: int) -> nn.Module:
@@ -88,20 +84,19 @@ def save_weights(model: nn.Module, path: Path) -> None:
     atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
-def save_generator(model: nn.Module, spec: dict, folder: Path, weights_name: str = WEIGHTS_FILE) -> None:
+def save_generator(model: nn.Module, spec: ArchSpec, folder: Path, weights_name: str = WEIGHTS_FILE) -> None:
     save_weights(model, Path(folder) / weights_name)
-    write_json(Path(folder) / ARCH_FILE, spec)
+    write_spec(spec, folder)
 
 
-def load_generator(folder: str | Path, weights_name: str = WEIGHTS_FILE) -> tuple[nn.Module, dict]:
+def load_generator(folder: str | Path, weights_name: str = WEIGHTS_FILE) -> tuple[nn.Module, ArchSpec]:
     """Rebuild a generator from a checkpoint folder; user-facing errors are one line."""
     folder = Path(folder)
     arch_path, weights_path = folder / ARCH_FILE, folder / weights_name
-    for p in (arch_path, weights_path):
-        if not p.is_file():
-            raise StylepressError(f"not a stylepress checkpoint: {p} is missing")
+    spec = read_spec(folder)
+    if not weights_path.is_file():
+        raise StylepressError(f"not a stylepress checkpoint: {weights_path} is missing")
     try:
-        spec = json.loads(arch_path.read_text())
         model = build_generator(spec)
     except (ValueError, KeyError, TypeError) as exc:
         raise StylepressError(f"{arch_path}: invalid architecture spec ({exc})") from None

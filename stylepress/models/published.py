@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import StylepressError
 from . import families
+from .spec import ArchSpec
 
 FAMILIES = {"cyclegan-resnet": families.CycleGANResnet, "pix2pix-unet": families.Pix2PixUnet,
             "animegan2": families.AnimeGAN2, "fast-neural-style": families.TransformerNet}
@@ -110,15 +111,14 @@ def load_published(model: nn.Module, state: dict[str, torch.Tensor], path: Path)
     model.load_state_dict(state, strict=True)
 
 
-def new_generator(arch: str, options: dict, style: str) -> tuple[nn.Module, dict]:
+def new_generator(arch: str, options: dict, style: str) -> tuple[nn.Module, ArchSpec]:
     """A freshly initialised `arch` generator and its arch.json spec (one style)."""
     model = build(arch, options)
-    spec = {"format": 1, "arch": arch, "kwargs": options, "styles": [style],
-            "size_multiple": int(getattr(model, "size_multiple", 4))}
-    return model, spec
+    return model, ArchSpec(arch=arch, kwargs=options, styles=(style,),
+                           size_multiple=int(getattr(model, "size_multiple", 4)))
 
 
-def import_generator(arch: str, weights: Path, options: dict, style: str) -> tuple[nn.Module, dict]:
+def import_generator(arch: str, weights: Path, options: dict, style: str) -> tuple[nn.Module, ArchSpec]:
     model, spec = new_generator(arch, options, style)
     load_published(model, read_state_dict(Path(weights)), Path(weights))
     return model.eval(), spec

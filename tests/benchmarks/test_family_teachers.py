@@ -25,7 +25,7 @@ def test_family_teacher_distils_one_style_and_imports_with_strict_keys(tmp_path)
     family = run_dir / "family" / "animegan2-oil"
     assert "PSNR to the teacher" in result.stdout and "at step 3" in result.stdout
     distilled, spec = load_generator(family)
-    assert spec["arch"] == "animegan2" and spec["styles"] == ["oil"]
+    assert spec.arch == "animegan2" and spec.styles == ("oil",)
 
     records = [line for line in (family / "log.jsonl").read_text().splitlines() if '"kind": "val"' in line]
     assert len(records) == 1 and '"val_psnr_oil"' in records[0]

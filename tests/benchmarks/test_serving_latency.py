@@ -5,7 +5,8 @@ from stylepress.config import load_config
 def test_latency_report_records_all_paths_machine_and_versions(served):
     cfg = load_config(served.run_dir.parent / "tiny.toml")
     report = serving_latency.run(cfg, served.run_dir, repeats=3, warmup=1)
-    assert set(report["latency_ms"]) == {"onnxruntime_network", "onnxruntime_full_path", "triton_http"}
+    assert set(report["latency_ms"]) == {"onnxruntime_network", "onnxruntime_full_path", "teacher_fp32_full_path",
+                                         "triton_http"}
     for figures in report["latency_ms"].values():
         assert 0 < figures["min"] <= figures["p50"] <= figures["p95"] <= figures["p99"]
     assert report["machine"]["cores"] and report["versions"]["onnxruntime"]
@@ -17,3 +18,13 @@ def test_latency_report_records_all_paths_machine_and_versions(served):
         assert p["throughput"] > 0 and p["generator_compute_ms"] > 0 and p["generator_queue_ms"] >= 0
     # The tiny config's 200 ms queue delay lets the dynamic batcher group concurrent requests.
     assert points["http", 8]["generator_batches"] < points["http", 8]["requests"]
+    # What the server returned is what the same variant gives in process (through the same pre/post-
+    # processing): the served-path quality gate measures the selection, not something else.
+    served_q, in_process = report["quality"]["served"], report["quality"]["in_process"]
+    assert set(served_q["per_style"]) == {"sketch", "oil"}
+    for style, q in served_q["per_style"].items():
+        other = in_process["per_style"][style]
+        assert (q["psnr_db"] is None) == (other["psnr_db"] is None)
+        if q["psnr_db"] is not None:
+            assert abs(q["psnr_db"] - other["psnr_db"]) < 0.1
+        assert abs(q["ssim"] - other["ssim"]) < 1e-3

@@ -14,10 +14,10 @@ from stylepress import export
 from stylepress.compress.pruning import count, make_activations_out_of_place, prune, prune_to_macs
 from stylepress.config import load_config
 from stylepress.errors import StylepressError
-from stylepress.models import build_generator, load_generator, save_generator
+from stylepress.models import ArchSpec, build_generator, load_generator, save_generator
 from stylepress.models.layers import StyleNorm
 
-SMALL = {**TINY_SPEC, "kwargs": {"ngf": 16, "n_blocks": 3, "norm": "instance", "num_styles": 2}}
+SMALL = TINY_SPEC.model_copy(update={"kwargs": {"ngf": 16, "n_blocks": 3, "norm": "instance", "num_styles": 2}})
 
 
 def _model(spec=SMALL, seed=0):
@@ -36,7 +36,7 @@ def _inputs(h=48, w=64):
 
 
 def test_cyclegan_teacher_is_56_8_gmacs_at_256():
-    spec = {**TINY_SPEC, "kwargs": {"ngf": 64, "n_blocks": 9, "norm": "instance", "num_styles": 2}}
+    spec = TINY_SPEC.model_copy(update={"kwargs": {"ngf": 64, "n_blocks": 9, "norm": "instance", "num_styles": 2}})
     macs, params = count(build_generator(spec), spec, 256)
     assert round(macs / 1e9, 1) in (56.8, 56.9) and 11.3e6 < params < 11.5e6
 
@@ -75,7 +75,7 @@ def test_conditional_norm_tables_are_pruned_with_their_conv_channels():
 
 def test_output_conv_and_trunk_stay_consistent():
     pruned = prune(_model(), SMALL, 0.6, round_to=1, resolution=64)
-    w = pruned.spec["kwargs"]["widths"]
+    w = pruned.spec.kwargs["widths"]
     assert pruned.model.head[1].out_channels == 3
     assert all(b.conv2.out_channels == w["down"][1] for b in pruned.model.blocks)  # coupled residual trunk
 
@@ -121,7 +121,7 @@ def test_save_then_load_of_a_pruned_student_gives_identical_outputs(tmp_path):
     x = _inputs()
     with torch.no_grad():
         assert torch.equal(loaded(*x), pruned.model(*x))
-    assert spec["kwargs"]["widths"] == pruned.spec["kwargs"]["widths"]
+    assert spec.kwargs["widths"] == pruned.spec.kwargs["widths"]
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +255,7 @@ def test_every_imported_family_prunes_saves_and_reloads_identically(tmp_path, ar
 
     torch.manual_seed(0)
     teacher = build(arch, options).eval()
-    spec = {"format": 1, "arch": arch, "kwargs": options, "styles": ["s"], "size_multiple": teacher.size_multiple}
+    spec = ArchSpec(arch=arch, kwargs=options, styles=("s",), size_multiple=teacher.size_multiple)
     pruned = prune(teacher, spec, 0.5, round_to=1, resolution=64)
     assert pruned.macs < count(teacher, spec, 64)[0]
     save_generator(pruned.model, pruned.spec, tmp_path / "student")
@@ -278,7 +278,7 @@ def test_published_families_meet_a_macs_target(arch, options, factor, round_to, 
     base, _ = count(teacher, spec, 64)
     pruned = prune_to_macs(teacher, spec, base / factor, 64, round_to=8)
     assert abs(pruned.macs - base / factor) <= 0.03 * base / factor
-    widths = [c["out_channels"] for c in pruned.spec["channels"].values() if "out_channels" in c]
+    widths = [c["out_channels"] for c in pruned.spec.channels.values() if "out_channels" in c]
     assert all(w % round_to == 0 or w == 3 for w in widths) and any(w % 8 for w in widths if w != 3) == (round_to < 8)
     assert ("used round_to 4" in caplog.text) == (round_to == 4)
 
@@ -299,6 +299,6 @@ def test_an_imported_family_compresses_with_output_distillation(tmp_path):
     log = [json.loads(line) for line in (run_dir / "student" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["kind"] == "val" and all(r["feat"] == 0 for r in log if "feat" in r)  # no taps: output only
     student, spec = load_generator(run_dir / "student")
-    assert spec["arch"] == "animegan2" and spec["channels"]
+    assert spec.arch == "animegan2" and spec.channels
     prune_json = json.loads((run_dir / "student" / "prune.json").read_text())
     assert prune_json["student_macs"] < prune_json["teacher_macs"]

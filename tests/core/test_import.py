@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_PHOTOS, run_cli
+from conftest import DEMO_PHOTOS, run_cli, write_repo
 
 from stylepress.compress.pruning import count
 from stylepress.models import load_generator
@@ -48,7 +48,7 @@ def test_cyclegan_resnet_9blocks_matches_the_publication_with_and_without_dropou
 def imported(tmp_path_factory):
     """Each family imported from a publisher-format checkpoint into its own run, exported (fp32, with
     the parity gate) and written as a repository; all repositories merged for one server."""
-    from stylepress import export, serving
+    from stylepress import export
     from stylepress.config import load_config
 
     root = tmp_path_factory.mktemp("imported")
@@ -67,10 +67,11 @@ def imported(tmp_path_factory):
         assert result.returncode == 0, result.stderr
         config = root / f"{name}.toml"
         config.write_text(f'name = "{name}"\n[data]\nphotos = "{photos}"\n[export]\nprecisions = ["fp32"]\n'
-                          f'parity_tolerance = 1e-3\n[serving]\nprecision = "fp32"\nmax_batch_size = 2\n')
+                          'parity_tolerance = 1e-3\n[serving]\nmodel = "teacher"\nprecision = "fp32"\n'
+                          'max_batch_size = 2\n')
         cfg = load_config(config)
         export.run(cfg, root / name, show_progress=False)
-        repo = serving.write_repository(cfg, root / name)
+        repo = write_repo(cfg, root / name)
         shutil.copytree(repo, merged, dirs_exist_ok=True)
         runs[arch] = (root / name, cfg)
     return merged, runs, photos
@@ -85,7 +86,7 @@ def test_each_family_imports_with_its_published_parameter_count_and_exports_with
     _, _, params, keys = FAMILIES[arch]
     net, spec = load_generator(run_dir / "teacher")
     assert sum(p.numel() for p in net.parameters()) == params and set(keys) <= set(net.state_dict())
-    assert spec["arch"] == arch and spec["styles"] == ["painted"]
+    assert spec.arch == arch and spec.styles == ("painted",)
     parity = json.loads((run_dir / "export" / "parity.json").read_text())["teacher"]
     assert parity["passed"] and parity["max_abs_err"] <= 1e-3
     x = torch.rand(1, 3, 256, 256) * 2 - 1
@@ -124,7 +125,7 @@ def test_module_factory_imports_any_generator(tmp_path):
     result = run_cli("import", path, "--arch", "module:stylepress.models.families:TransformerNet", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     net, spec = load_generator(tmp_path / "teacher")
-    assert spec["arch"] == "module:stylepress.models.families:TransformerNet" and isinstance(net, Net)
+    assert spec.arch == "module:stylepress.models.families:TransformerNet" and isinstance(net, Net)
 
 
 class _Exploit:
@@ -204,7 +205,8 @@ def test_a_module_factory_generator_runs_the_whole_build(tmp_path):
                             capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"train", "compress", "export", "repo", "bench"}
+    assert {k: v["status"] for k, v in manifest["stages"].items()} == {
+        s: "ran" for s in ("train", "compress", "export", "bench", "select", "repo", "served", "report")}
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert report["selected"] and {v["model"] for v in report["variants"]} == {"teacher", "student"}
     assert any(v["name"].startswith("triton-") for v in report["variants"])  # served through Triton

@@ -132,10 +132,10 @@ def test_export_writes_every_precision_and_the_int8_model_passes_the_scanner(exp
     report = quant["int8"]
     assert set(report["layer_sqnr_db"]) <= set(linear_layers(onnx.load(str(out / "teacher.fp32.onnx"))))
     assert report["calibration"]["method"] == "minmax" and report["calibration"]["samples"] >= 1
-    for key in ("fp32_p50_ms", "p50_ms", "speedup", "faster"):
-        assert key in report["latency"]
-    assert report["latency"]["faster"] == (report["latency"]["speedup"] >= export.MIN_SPEEDUP)
-    assert abs(report["latency"]["speedup"] - report["latency"]["fp32_p50_ms"] / report["latency"]["p50_ms"]) < 1e-9
+    assert quant["fp16"]["met"] is True and report["met"] in (True, False)
+    # A deployment input holds no timings (the bench's job): an unchanged rerun hashes the same.
+    text = json.dumps(quant)
+    assert '"latency"' not in text and '_ms"' not in text
 
 
 def _fallback(run_dir, tmp_path, min_psnr_db, max_fallback, min_ssim=0.0):

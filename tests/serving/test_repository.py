@@ -4,7 +4,7 @@ each kind of breakage is rejected with a one-line error naming the problem."""
 import shutil
 
 import pytest
-from conftest import TINY_SPEC, run_cli, tiny_run
+from conftest import TINY_SPEC, run_cli, tiny_run, write_repo
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -21,11 +21,13 @@ def exported(tmp_path_factory):
 
 
 def _write(exported, tmp_path, serving_body: str = ""):
+    """The repository for the tiny run, serving the pinned precision (fp32 unless the body pins one)."""
     config, run_dir = exported
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg_path = tmp_path / "cfg.toml"
-    cfg_path.write_text(config.read_text() + serving_body)
-    return serving.write_repository(load_config(cfg_path), run_dir, tmp_path / "repo")
+    pin = "" if "precision" in serving_body else 'precision = "fp32"\n'
+    cfg_path.write_text(config.read_text() + pin + serving_body)
+    return write_repo(load_config(cfg_path), run_dir, tmp_path / "repo")
 
 
 @pytest.mark.parametrize("body", ["", 'target = "onnxruntime"\n', 'target = "onnxruntime"\nkind = "gpu"\n',
@@ -60,28 +62,24 @@ def _served_bytes(repo):
     return (repo / "tiny_generator" / "1" / "model.onnx").read_bytes()
 
 
-def test_auto_precision_serves_int8_only_when_it_was_measured_faster(exported, tmp_path):
-    import json
-
+def test_the_repository_serves_exactly_the_selection_and_says_so(exported, tmp_path):
     _, run_dir = exported
-    quant_path = run_dir / "export" / "quant.json"
-    original = quant_path.read_text()
-    try:
-        for faster, served in ((True, "int8"), (False, "fp32")):
-            quant = json.loads(original)
-            quant["teacher"]["int8"]["latency"]["faster"] = faster
-            quant["teacher"]["fp16"]["latency"]["faster"] = False
-            quant_path.write_text(json.dumps(quant))
-            repo = _write(exported, tmp_path / served)
-            assert _served_bytes(repo) == (run_dir / "export" / f"teacher.{served}.onnx").read_bytes()
-    finally:
-        quant_path.write_text(original)
-    repo = _write(exported, tmp_path / "fixed", 'precision = "fp16"\n')
-    assert _served_bytes(repo) == (run_dir / "export" / "teacher.fp16.onnx").read_bytes()
+    for precision in ("int8", "fp16"):
+        repo = _write(exported, tmp_path / precision, f'precision = "{precision}"\n')
+        assert _served_bytes(repo) == (run_dir / "export" / f"teacher.{precision}.onnx").read_bytes()
+        configs = serving.check_repository(repo)
+        for name in ("tiny", "tiny_generator"):
+            params = {k: v.string_value for k, v in configs[name].parameters.items()}
+            assert params["variant"] == f"teacher-{precision}-{params['provider']}"
+            assert (params["model"], params["precision"]) == ("teacher", precision)
+    # A selection made for another target is refused, not silently re-decided.
+    cfg = load_config(tmp_path / "fp16" / "cfg.toml", ['serving.target="onnxruntime"'])
+    with pytest.raises(StylepressError, match="run `stylepress select` again"):
+        serving.write_repository(cfg, run_dir, tmp_path / "other")
 
 
 def test_onnxruntime_tensorrt_target_writes_a_gpu_accelerator_config(exported, tmp_path):
-    repo = _write(exported, tmp_path, 'target = "onnxruntime-tensorrt"\n')
+    repo = _write(exported, tmp_path, 'target = "onnxruntime-tensorrt"\nprecision = "int8"\n')
     gen = serving.check_repository(repo)["tiny_generator"]
     assert gen.platform == "onnxruntime_onnx" and gen.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     (trt,) = gen.optimization.execution_accelerators.gpu_execution_accelerator
@@ -112,7 +110,7 @@ def test_tensorrt_target_fits_the_engine_profile_and_passes_the_check(exported, 
     _, run_dir = exported
     plan = _fake_engine(run_dir, max_batch=4)
     try:
-        repo = _write(exported, tmp_path, 'target = "tensorrt"\n')  # max_batch_size 8 asked, profile has 4
+        repo = _write(exported, tmp_path, 'target = "tensorrt"\nprecision = "int8"\n')  # batch 8 asked, profile 4
         configs = serving.check_repository(repo)
         gen = configs["tiny_generator"]
         assert gen.platform == "tensorrt_plan" and gen.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
@@ -121,7 +119,7 @@ def test_tensorrt_target_fits_the_engine_profile_and_passes_the_check(exported, 
         assert run_cli("repo", "--check", repo).returncode == 0
         _fake_engine(run_dir, resolutions=(32, 48, 64))  # serving at 128: outside the profile
         with pytest.raises(StylepressError, match="outside the engine's profile"):
-            _write(exported, tmp_path / "b", 'target = "tensorrt"\n')
+            _write(exported, tmp_path / "b", 'target = "tensorrt"\nprecision = "int8"\n')
     finally:
         plan.unlink()
         plan.with_name(plan.name + ".json").unlink()
@@ -187,7 +185,8 @@ def test_repo_check_cli_rejects_a_broken_repository_in_one_line(exported, tmp_pa
 
 def test_repo_cli_writes_and_checks(exported):
     config, run_dir = exported
-    result = run_cli("repo", config, "--out", run_dir)
+    assert run_cli("select", config, "--out", run_dir, "--set", "serving.precision=fp32").returncode == 0
+    result = run_cli("repo", config, "--out", run_dir, "--set", "serving.precision=fp32")
     assert result.returncode == 0, result.stderr
     assert "checked" in result.stderr and (run_dir / "model_repository" / "tiny" / "1").is_dir()
 
@@ -196,11 +195,11 @@ def test_single_style_model_has_no_style_input(tmp_path):
     from stylepress.models import build_generator, save_generator
 
     config, run_dir = tiny_run(tmp_path)
-    spec = {**TINY_SPEC, "styles": ["sketch"], "kwargs": {**TINY_SPEC["kwargs"], "num_styles": 1}}
+    spec = TINY_SPEC.model_copy(update={"styles": ("sketch",), "kwargs": {**TINY_SPEC.kwargs, "num_styles": 1}})
     save_generator(build_generator(spec), spec, run_dir / "teacher")
-    cfg = load_config(config)
+    cfg = load_config(config, ["serving.precision=fp32"])
     export.run(cfg, run_dir, show_progress=False)
-    configs = serving.check_repository(serving.write_repository(cfg, run_dir))
+    configs = serving.check_repository(write_repo(cfg, run_dir))
     assert [i.name for i in configs["tiny"].input] == ["IMAGE"]
     assert [i.name for i in configs["tiny_generator"].input] == ["image"]
     assert "STYLE_INDEX" not in [o.name for o in configs["tiny_preprocess"].output]

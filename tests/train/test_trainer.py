@@ -54,7 +54,7 @@ def test_training_writes_a_loadable_teacher_with_logs_and_samples(tmp_path, port
     assert {"val_psnr", "val_ssim", "val_psnr_sketch", "val_psnr_oil", "baseline_psnr_oil", "val_l1_oil",
             "val_l_content_sketch"} <= set(vals[0])
     model, spec = load_generator(teacher)
-    assert spec["styles"] == ["sketch", "oil"]
+    assert spec.styles == ("sketch", "oil")
     x = torch.rand(1, 3, 36, 44) * 2 - 1
     assert model(x, torch.tensor([1])).shape == x.shape
 
