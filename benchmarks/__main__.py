@@ -53,8 +53,8 @@ def ablation(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None, resume:
 
 @app.command()
 def latency(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
-            repeats: Annotated[int, typer.Option(help="Timed runs per variant.")] = 50,
-            threads: Annotated[int, typer.Option(help="Threads per variant.")] = 2):
+            repeats: Annotated[int | None, typer.Option(help="Timed runs per variant; default bench.repeats.")] = None,
+            threads: Annotated[int | None, typer.Option(help="Threads per variant; default bench.threads.")] = None):
     """Every exported precision on every CPU provider: report/precision.{json,md}."""
     from . import precision
 
@@ -64,8 +64,9 @@ def latency(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
 
 @app.command()
 def serving(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
-            repeats: Annotated[int, typer.Option(help="Requests per point.")] = 50):
-    """In-process against served through Triton, with the concurrency sweep: report/serving_latency.{json,md}."""
+            repeats: Annotated[int | None, typer.Option(help="Requests per point (default: bench.repeats).")] = None):
+    """The selected variant in process against served through Triton, with the concurrency sweep and the
+    quality of what the server returns: report/serving_latency.{json,md}."""
     from . import serving_latency
 
     cfg, run_dir = _setup(config, out, set_)

@@ -289,8 +289,7 @@ def test_an_imported_family_compresses_with_output_distillation(tmp_path):
     from stylepress.models.published import build
 
     net = build("animegan2", {})
-    save_generator(net, {"format": 1, "arch": "animegan2", "kwargs": {}, "styles": ["anime"], "size_multiple": 4},
-                   run_dir / "teacher")
+    save_generator(net, ArchSpec(arch="animegan2", styles=("anime",)), run_dir / "teacher")
     config.write_text(config.read_text().replace("[serving]", "[compress]\nratio = 0.5\nround_to = 1\n"
                                                  "distill_steps = 3\nbatch_size = 2\nval_every = 3\n"
                                                  "[train]\ncrop = 32\n[serving]"))

@@ -3,7 +3,7 @@
 import pytest
 from conftest import run_cli, write_config
 
-from stylepress.models import build_generator, save_generator
+from stylepress.models import ArchSpec, build_generator, save_generator
 
 
 def assert_one_line_error(result, *fragments):
@@ -17,8 +17,8 @@ def assert_one_line_error(result, *fragments):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    spec = {"format": 1, "arch": "resnet", "styles": ["sketch"], "size_multiple": 4,
-            "kwargs": {"ngf": 8, "n_blocks": 1, "norm": "instance", "num_styles": 1}}
+    spec = ArchSpec(arch="resnet", styles=("sketch",), kwargs={"ngf": 8, "n_blocks": 1, "norm": "instance",
+                                                                "num_styles": 1})
     save_generator(build_generator(spec), spec, tmp_path / "ckpt")
     return tmp_path / "ckpt"
 

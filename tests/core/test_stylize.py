@@ -2,13 +2,13 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from stylepress.models import build_generator, save_generator
+from stylepress.models import ArchSpec, build_generator, save_generator
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    spec = {"format": 1, "arch": "resnet", "styles": ["sketch", "oil"], "size_multiple": 4,
-            "kwargs": {"ngf": 8, "n_blocks": 1, "norm": "instance", "num_styles": 2}}
+    spec = ArchSpec(arch="resnet", styles=("sketch", "oil"), kwargs={"ngf": 8, "n_blocks": 1, "norm": "instance",
+                                                                      "num_styles": 2})
     save_generator(build_generator(spec), spec, tmp_path / "teacher")
     return tmp_path / "teacher"
 
