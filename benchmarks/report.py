@@ -103,8 +103,7 @@ def served_variant(serving_report: dict, vs: list[dict]) -> dict | None:
 
 
 def _psnr(v: dict) -> float:
-    """PSNR for ranking and plotting: identical (None) and near-identical outputs at EXACT_DB."""
-    return EXACT_DB if v["quality"]["psnr_db"] is None else min(EXACT_DB, v["quality"]["psnr_db"])
+    return selection.capped_db(v["quality"]["psnr_db"])
 
 
 def gates(gated: dict | None, teacher_p50_ms: float | None, cfg: Config, measured: str) -> list[dict]:

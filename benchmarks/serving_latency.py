@@ -24,16 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from stylepress import prepost, selection, serving
 from stylepress.config import Config
 from stylepress.data import val_image_paths
 from stylepress.export import runtime
+from stylepress.export.quantize import compare
 from stylepress.fsutil import write_json, write_text
 from stylepress.layout import RunLayout
 from stylepress.machine import describe, now
-from stylepress.metrics import psnr, ssim
 from stylepress.models.spec import read_spec
 from stylepress.progress import progress_bar
 
@@ -70,16 +69,16 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
         results["onnxruntime_full_path"] = _time(lambda: prepost.encode_png(full_path(session, data)), repeats, warmup)
         results["teacher_fp32_full_path"] = _time(lambda: prepost.encode_png(full_path(teacher, data)), repeats, warmup)
         bar.advance()
-        val = paths[:cfg.export.int8.val_images]
-        reference = {(p, s): full_path(teacher, p.read_bytes(), s) for p in val for s in range(len(styles))}
-        in_process = {(p, s): full_path(session, p.read_bytes(), s) for p in val for s in range(len(styles))}
+        val = {p: p.read_bytes() for p in paths[:cfg.export.int8.val_images]}  # encoded, as clients send them
+        reference = {(p, s): full_path(teacher, data, s) for p, data in val.items() for s in range(len(styles))}
+        in_process = {(p, s): full_path(session, data, s) for p, data in val.items() for s in range(len(styles))}
         bar.advance()
         with serving.local_server(repo, layout.server_log) as server:
             server.wait_ready()
             client = serving.Client(server.http_url)
             returned = {}
             for s, style in enumerate(styles):
-                pngs = client.stylize_many([p.read_bytes() for p in val], style if len(styles) > 1 else None)
+                pngs = client.stylize_many(list(val.values()), style if len(styles) > 1 else None)
                 returned.update({(p, s): prepost.decode(png) for p, png in zip(val, pngs, strict=True)})
             bar.advance()
             results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)
@@ -108,17 +107,15 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
 def quality(reference: dict, outputs: dict, styles: list[str]) -> dict:
     """PSNR and SSIM of uint8 outputs against the reference: the mean over the portraits of each style
     (an identical portrait counts as selection.EXACT_DB; all identical: None), and the worst style's."""
-    def tensor(rgb: np.ndarray) -> torch.Tensor:  # uint8 HxWx3 -> [1, 3, H, W] in [-1, 1], as metrics take
-        return torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    def nchw(rgb: np.ndarray) -> np.ndarray:  # uint8 HxWx3 -> [1, 3, H, W] in [-1, 1], the model range
+        return (rgb.astype(np.float32) / 127.5 - 1).transpose(2, 0, 1)[None]
 
     per_style = {}
     for s, style in enumerate(styles):
-        keys = [k for k in reference if k[1] == s]
-        db = [psnr(tensor(outputs[k]), tensor(reference[k])).item() for k in keys]
+        scores = [compare(nchw(reference[k]), nchw(outputs[k])) for k in reference if k[1] == s]
+        db = [q["psnr_db"] for q in scores]
         per_style[style] = {"psnr_db": float(np.mean(np.minimum(db, selection.EXACT_DB))) if np.isfinite(db).any()
-                            else None,
-                            "ssim": float(np.mean([ssim(tensor(outputs[k]), tensor(reference[k])).item()
-                                                   for k in keys]))}
+                            else None, "ssim": float(np.mean([q["ssim"] for q in scores]))}
     finite = [q["psnr_db"] for q in per_style.values() if q["psnr_db"] is not None]
     return {"psnr_db": min(finite) if finite else None, "ssim": min(q["ssim"] for q in per_style.values()),
             "per_style": per_style}

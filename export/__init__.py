@@ -30,7 +30,7 @@ from stylepress.config import Config
 from stylepress.data import find_images, read_rgb, val_image_paths
 from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path, write_json
-from stylepress.layout import MODELS, RunLayout, onnx_name  # noqa: F401 (onnx_name, MODELS: re-exported)
+from stylepress.layout import RunLayout
 from stylepress.models import load_generator
 from stylepress.progress import progress_bar
 

@@ -183,8 +183,13 @@ def _exists(layout: RunLayout, model: str, precision: str, target: str) -> None:
         raise StylepressError(f"{path} not found: {hint}")
 
 
+def capped_db(psnr: float | None) -> float:
+    """PSNR for ranking and plotting: identical (None) and near-identical outputs at EXACT_DB."""
+    return EXACT_DB if psnr is None else min(EXACT_DB, psnr)
+
+
 def _psnr(c: dict) -> float:
-    return EXACT_DB if c["psnr_db"] is None else min(EXACT_DB, c["psnr_db"])
+    return capped_db(c["psnr_db"])
 
 
 def _quality_key(c: dict) -> tuple:
