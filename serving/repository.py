@@ -72,9 +72,10 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision, served["provider"])
 
     post = _config(f"{name}_postprocess", max_batch, backend="python", instances=sc.instances)
-    _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, -1, -1])
+    _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, size, size])
     _io(post.input, "BOX", pb.TYPE_INT64, [6])
     _io(post.output, "STYLED", pb.TYPE_STRING, [1])
+    _params(post, resolution=size, max_pixels=sc.max_pixels)
 
     ens = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch)
     _io(ens.input, "IMAGE", pb.TYPE_STRING, [1])
@@ -156,8 +157,10 @@ def _generator_config(cfg: Config, name: str, multi: bool, max_batch: int, preci
         if sc.kind == "cpu" and provider == "openvino":
             # the same CPU runtime the selection was timed on
             gen.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
-    _io(gen.input, "image", pb.TYPE_FP32, [3, -1, -1])  # any H, W (multiples of 4) for tensor clients
-    _io(gen.output, "styled", pb.TYPE_FP32, [3, -1, -1])
+    # The serving size only: tensor clients calling it directly get the ensemble's limits (Triton refuses
+    # other shapes before the backend runs), and a runtime compiles no session per caller-chosen shape.
+    _io(gen.input, "image", pb.TYPE_FP32, [3, size, size])
+    _io(gen.output, "styled", pb.TYPE_FP32, [3, size, size])
     if multi:
         # The ONNX input is [batch]; Triton needs a non-empty shape, so [1] reshaped to [] (Triton's recipe).
         _io(gen.input, "style", pb.TYPE_INT64, [1]).reshape.SetInParent()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import filecmp
+import hashlib
+import ipaddress
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -19,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stylepress.errors import StylepressError
@@ -29,6 +33,69 @@ PYTRITON = "nvidia-pytriton==0.7.0"
 ENV_PACKAGES = ("numpy<2", "pillow", "onnxruntime-openvino" if sys.platform == "linux" and
                 os.uname().machine == "x86_64" else "onnxruntime")
 DONE = ".complete"
+ARGV_KEYS = Path(__file__).with_name("argv_keys.c")  # keeps API keys out of `ps` (see the file)
+
+# Triton's API groups (--http-restricted-api / --grpc-restricted-protocol). Health stays open for probes.
+ADMIN_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+INFERENCE_APIS = ("inference", "metadata")
+ADMIN_HEADER, INFERENCE_HEADER = "admin-key", "inference-key"  # lowercase: Triton matches them so
+GRPC_HEADER = "triton-grpc-protocol-{}"  # how gRPC clients send a restricted-protocol key
+KEY_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,512}")  # no separators Triton's option syntax uses
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call what. Without an admin key only shared-memory is closed, with a random key nobody
+    holds (registering the server's own memory crashed it); without an inference key inference and
+    metadata are open. gRPC TLS uses Triton's own flags (its HTTP front end has no TLS: a proxy's job)."""
+    admin_key: str | None = field(default=None, repr=False)
+    inference_key: str | None = field(default=None, repr=False)
+    grpc_cert: Path | None = None
+    grpc_key: Path | None = None
+    grpc_ca: Path | None = None  # set: clients must present a certificate signed by it (mutual TLS)
+
+    def server_args(self) -> tuple[list[str], dict[str, str]]:
+        """tritonserver options with `@STYLEPRESS_KEY_<NAME>@` placeholders, and the values by variable."""
+        groups = [(ADMIN_APIS if self.admin_key else ("shared-memory",), ADMIN_HEADER,
+                   self.admin_key or secrets.token_hex(32))]
+        if self.inference_key:
+            groups.append((INFERENCE_APIS, INFERENCE_HEADER, self.inference_key))
+        args, values = [], {}
+        for apis, header, value in groups:
+            var = "STYLEPRESS_KEY_" + header.upper().replace("-", "_")
+            values[var] = value
+            spec = f"{','.join(apis)}:{header}=@{var}@"
+            args += [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]
+        if self.grpc_cert or self.grpc_key:
+            if not (self.grpc_cert and self.grpc_key):
+                raise StylepressError("gRPC TLS needs both a certificate and its private key")
+            args += ["--grpc-use-ssl=true", f"--grpc-server-cert={Path(self.grpc_cert).resolve()}",
+                     f"--grpc-server-key={Path(self.grpc_key).resolve()}"]
+            if self.grpc_ca:
+                args += [f"--grpc-root-cert={Path(self.grpc_ca).resolve()}", "--grpc-use-ssl-mutual=true"]
+        return args, values
+
+
+def read_key(path: str | Path) -> str:
+    """A key from a file (one line); one-line errors, and the key itself never quoted."""
+    path = Path(path)
+    try:
+        key = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StylepressError(f"key file {path}: cannot read it ({type(exc).__name__})") from None
+    if not KEY_PATTERN.fullmatch(key):
+        raise StylepressError(f"key file {path}: a key is 16-512 characters of A-Z a-z 0-9 . _ ~ - on one line "
+                              "(e.g. `openssl rand -hex 32 > FILE`)")
+    return key
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -75,6 +142,24 @@ def install(cache: Path | None = None, log=print) -> Runtime:
     return Runtime(server_root / "bin" / "tritonserver", server_root / "backends", env / "bin")
 
 
+def argv_keys_library(cache: Path | None = None) -> Path | None:
+    """The preload library of argv_keys.c, compiled once into the cache; None without a C compiler."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    lib = cache / f"argv_keys-{hashlib.sha256(ARGV_KEYS.read_bytes()).hexdigest()[:12]}.so"
+    if not lib.is_file():
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            return None
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+        result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(ARGV_KEYS)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StylepressError(f"compiling {ARGV_KEYS.name} failed: {' '.join(result.stderr.split())[:300]}")
+        os.replace(tmp, lib)
+    return lib
+
+
 def _pip(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -105,17 +190,29 @@ class Server:
     """A running tritonserver; a context manager that stops it gracefully."""
 
     def __init__(self, runtime: Runtime, repo: Path, log_path: Path, address: str = "127.0.0.1",
-                 http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002):
-        self.address, self.log_path = address, Path(log_path)
+                 http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
+                 access: Access = Access(), grpc_address: str | None = None):
+        self.address, self.log_path, self.access = address, Path(log_path), access
+        self.grpc_address = grpc_address or address  # e.g. gRPC exposed over TLS, HTTP behind the proxy
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         cmd = [str(runtime.server), f"--model-repository={Path(repo).resolve()}", "--model-control-mode=none",
                "--disable-auto-complete-config", "--strict-readiness=true", "--exit-on-error=true",
                f"--http-address={address}", f"--http-port={http_port}",
-               f"--grpc-address={address}", f"--grpc-port={grpc_port}",
+               f"--grpc-address={self.grpc_address}", f"--grpc-port={grpc_port}",
                f"--metrics-address={address}", f"--metrics-port={metrics_port}"]
         if runtime.backend_dir is not None:
             cmd.append(f"--backend-directory={runtime.backend_dir}")
+        restrictions, keys = access.server_args()
         env = dict(os.environ)
+        preload = argv_keys_library()
+        if preload is not None:  # keys reach the server through its environment, not its visible argv
+            env.update(keys, LD_PRELOAD=str(preload))
+        elif access.admin_key or access.inference_key:
+            raise StylepressError("keeping API keys out of `ps` needs a C compiler (cc) to build a small "
+                                  "preload library: install gcc")
+        else:  # only the random shared-memory key, which then shows in `ps` to local users
+            restrictions = [re.sub(r"@(STYLEPRESS_KEY_\w+)@", lambda m: keys[m.group(1)], a) for a in restrictions]
+        cmd += restrictions
         if runtime.env_bin is not None:
             env["PATH"] = f"{runtime.env_bin}{os.pathsep}{env.get('PATH', '')}"
             env.pop("VIRTUAL_ENV", None)
@@ -132,7 +229,7 @@ class Server:
 
     @property
     def grpc_url(self) -> str:
-        return f"{_host(self.address)}:{self.grpc_port}"
+        return f"{_host(self.grpc_address)}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -183,11 +280,11 @@ class Server:
         self.stop()
 
 
-def local_server(repo: Path, log_path: Path, log=print) -> Server:
+def local_server(repo: Path, log_path: Path, log=print, access: Access = Access()) -> Server:
     """The managed runtime serving `repo` on free loopback ports (started; wait_ready() next)."""
     runtime = install(log=log)
     ports = {k: free_port() for k in ("http_port", "grpc_port", "metrics_port")}
-    return Server(runtime, repo, log_path, **ports)
+    return Server(runtime, repo, log_path, access=access, **ports)
 
 
 def _host(address: str) -> str:

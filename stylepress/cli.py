@@ -6,7 +6,9 @@ User mistakes (StylepressError) exit with code 2 and one line on stderr; bugs st
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +31,15 @@ ConfigArg = Annotated[Path, typer.Argument(help="The run's TOML config.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<name>).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config value: section.key=value (TOML value), repeatable.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-code", help="Allow a module:PKG.MOD:FACTORY architecture (from "
+                                                             "the config or a checkpoint) to import and run code.")]
+
+
+def _trust(enabled: bool) -> None:
+    if enabled:
+        from .models.published import trust_code
+
+        trust_code()
 
 
 def _run_dir(cfg, out: Path | None) -> Path:
@@ -40,8 +51,10 @@ def train(config: ConfigArg, out: OutOpt = None,
           steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None,
           resume: Annotated[bool, typer.Option("--resume", help="Continue from teacher/state.pt.")] = False,
           force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False,
-          set_: SetOpt = None):
+          set_: SetOpt = None,
+          trust_code: TrustOpt = False):
     """Train the teacher generator; writes <run>/teacher/."""
+    _trust(trust_code)
     cfg = with_steps(load_config(config, set_ or ()), steps)  # validate before importing torch: bad input fails fast
     from stylepress import train as train_stage
 
@@ -59,8 +72,10 @@ def import_(weights: Annotated[Path, typer.Argument(help="The checkpoint: .safet
                 help="Constructor option k=v, repeatable (variant=resnet_6blocks, ngf=64, norm=batch, "
                      "use_dropout=true).")] = None,
             style: Annotated[str, typer.Option(help="The style's name in the model's outputs.")] = "style",
-            force: Annotated[bool, typer.Option("--force", help="Replace an existing teacher.")] = False):
+            force: Annotated[bool, typer.Option("--force", help="Replace an existing teacher.")] = False,
+            trust_code: TrustOpt = False):
     """Import a published generator's checkpoint as the run's teacher/ (safe loading, strict keys)."""
+    _trust(trust_code)
     from .models import save_generator
     from .models.published import import_generator, parse_options
 
@@ -83,12 +98,24 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
             grpc: Annotated[bool, typer.Option("--grpc", help="Use gRPC with --url.")] = False,
             model: Annotated[str | None, typer.Option(help="Ensemble to call (default: the only one).")] = None,
             style: Annotated[str | None, typer.Option(help="Style name (default: the model's first).")] = None,
-            size: Annotated[int, typer.Option(help="Offline: the serving size images are letterboxed to.")] = 256):
+            size: Annotated[int, typer.Option(help="Offline: the serving size images are letterboxed to.")] = 256,
+            key_file: Annotated[Path | None, typer.Option(
+                help="With --url: the server's inference key (sent as its header for the protocol).")] = None,
+            tls_ca: Annotated[Path | None, typer.Option(
+                help="With an https:// or grpcs:// --url: the CA to verify the server by (default: the "
+                     "system's).")] = None,
+            trust_code: TrustOpt = False):
     """Stylize images offline (--checkpoint) or through a Triton server (--url); outputs keep the input size."""
     from . import stylize as stylize_mod
 
+    _trust(trust_code)
+    key = None
+    if key_file is not None:
+        from stylepress.serving import read_key
+
+        key = read_key(key_file)
     for path in stylize_mod.run(images, output, style, checkpoint=checkpoint, size=size, url=url, grpc=grpc,
-                                model=model):
+                                model=model, key=key, tls_ca=tls_ca):
         print(path)
 
 
@@ -110,8 +137,10 @@ def compress(config: ConfigArg, out: OutOpt = None,
                  help="MACs reductions, e.g. 2,4,8,16,20: one student each, plus sweep.json/png.")] = None,
              teacher: Annotated[Path | None, typer.Option(
                  help="A teacher/ folder to compress instead of <run>/teacher.")] = None,
-             set_: SetOpt = None):
+             set_: SetOpt = None,
+             trust_code: TrustOpt = False):
     """Prune the run's teacher (torch-pruning) and distil it into student/."""
+    _trust(trust_code)
     cfg = load_config(config, set_ or ())
     factors = sweep_factors(sweep) if sweep is not None else None
     from stylepress import compress as compress_stage
@@ -129,9 +158,11 @@ def compress(config: ConfigArg, out: OutOpt = None,
 def export(config: Annotated[Path | None, typer.Argument(help="The run's TOML config.")] = None, out: OutOpt = None,
            check_trt: Annotated[Path | None, typer.Option(
                "--check-trt", help="Only scan this Q/DQ ONNX model for TensorRT's quantization rules.")] = None,
-           set_: SetOpt = None):
+           set_: SetOpt = None,
+           trust_code: TrustOpt = False):
     """Export the run's teacher (and student) to ONNX in each configured precision (parity-gated fp32,
     checked fp16, TensorRT-compatible INT8); writes <run>/export/. Or scan a model with --check-trt."""
+    _trust(trust_code)
     if check_trt is not None:
         from stylepress.export.trt_rules import check_trt as scan
 
@@ -183,36 +214,119 @@ def triton_install():
     console.print(f"tritonserver: {runtime.server}")
 
 
+def _catch_stop_signals() -> list[int]:
+    """SIGINT/SIGTERM recorded instead of raised: a foreground server is then stopped gracefully."""
+    stop: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _: stop.append(signum))
+    return stop
+
+
+def _wait(process, stop: list[int]) -> None:
+    while not stop and process.poll() is None:
+        time.sleep(0.2)
+
+
 @app.command()
 def serve(repository: Annotated[Path, typer.Argument(help="A Triton model repository.")],
           http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
           grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
           metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
           address: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to expose).")] = "127.0.0.1",
+          grpc_address: Annotated[str | None, typer.Option(help="gRPC's own address (default: --address), e.g. "
+                                                                "exposed over TLS while HTTP stays behind the "
+                                                                "proxy.")] = None,
+          admin_key_file: Annotated[Path | None, typer.Option(
+              help="Restrict model-repository, model-config, shared-memory, statistics, trace and logging to "
+                   "callers sending this key (HTTP header admin-key).")] = None,
+          inference_key_file: Annotated[Path | None, typer.Option(
+              help="Restrict inference and metadata too (HTTP header inference-key).")] = None,
+          insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback address without an "
+                                                                    "inference key.")] = False,
+          grpc_tls_cert: Annotated[Path | None, typer.Option(help="gRPC TLS: the server certificate.")] = None,
+          grpc_tls_key: Annotated[Path | None, typer.Option(help="gRPC TLS: its private key.")] = None,
+          grpc_tls_ca: Annotated[Path | None, typer.Option(help="gRPC mutual TLS: the CA clients' certificates "
+                                                                "must be signed by.")] = None,
           tritonserver: Annotated[Path | None, typer.Option(help="The tritonserver binary to use.")] = None):
-    """Serve a model repository with a real tritonserver until Ctrl-C."""
-    import signal
-    import time
-
+    """Serve a model repository with a real tritonserver until Ctrl-C. Health stays open for probes;
+    shared-memory registration is always behind the admin key (a random one if none is given)."""
     from stylepress import serving
 
+    access = serving.Access(admin_key=serving.read_key(admin_key_file) if admin_key_file else None,
+                            inference_key=serving.read_key(inference_key_file) if inference_key_file else None,
+                            grpc_cert=grpc_tls_cert, grpc_key=grpc_tls_key, grpc_ca=grpc_tls_ca)
+    for path in (grpc_tls_cert, grpc_tls_key, grpc_tls_ca):
+        if path is not None and not path.is_file():
+            raise StylepressError(f"{path}: no such file")
+    exposed = [a for a in {address, grpc_address or address} if not serving.is_loopback(a)]
+    if exposed and access.inference_key is None:
+        if not insecure:
+            raise StylepressError(f"--address {exposed[0]} exposes inference to the network without a key: pass "
+                                  "--inference-key-file (or keep HTTP on loopback behind `stylepress proxy`), or "
+                                  "--insecure")
+        logging.getLogger("stylepress").warning("serving on %s with no inference key (--insecure)", exposed[0])
     serving.check_repository(repository)
     runtime = serving.find_runtime(tritonserver, log=console.print)
     log_path = repository.resolve().parent / "tritonserver.log"
-    server = serving.Server(runtime, repository, log_path, address, http_port, grpc_port, metrics_port)
-    stop = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _: stop.append(signum))
+    server = serving.Server(runtime, repository, log_path, address, http_port, grpc_port, metrics_port, access,
+                            grpc_address)
+    stop = _catch_stop_signals()
     with server:
         server.wait_ready()
         console.print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
         console.print(f"log: {log_path}; Ctrl-C stops the server gracefully")
-        while not stop and server.process.poll() is None:
-            time.sleep(0.2)
+        _wait(server.process, stop)
     code = server.process.returncode
     if not stop:
         raise StylepressError(f"tritonserver exited with code {code}: {server.log_tail()}")
     console.print(f"stopped (tritonserver exit code {code})")
+
+
+@app.command()
+def proxy(repository: Annotated[Path, typer.Argument(help="The model repository Triton serves (gives the "
+                                                            "ensemble names and the upload limit).")],
+          upstream: Annotated[str, typer.Option(help="Triton's HTTP address.")] = "http://127.0.0.1:8000",
+          listen: Annotated[str, typer.Option(help="ADDRESS:PORT the proxy listens on.")] = "127.0.0.1:8443",
+          key_file: Annotated[Path | None, typer.Option(help="The inference key callers must send (header "
+                                                              "inference-key).")] = None,
+          tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+          tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
+          insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback address without "
+                                                                    "TLS or a key.")] = False,
+          write: Annotated[Path | None, typer.Option(help="Only write nginx.conf (and the key map, 0600) into "
+                                                          "this folder, for your own nginx.")] = None):
+    """The guard in front of Triton's HTTP port (nginx): TLS, the inference key, only the v2 inference,
+    health and metadata routes of the repository's ensembles, the body capped at the upload limit."""
+    import json
+
+    from stylepress import serving
+    from stylepress.serving import proxy as proxy_mod
+
+    if (tls_cert is None) != (tls_key is None):
+        raise StylepressError("give both --tls-cert and --tls-key, or neither")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise StylepressError(f"{path}: no such file")
+    key = serving.read_key(key_file) if key_file is not None else None
+    address = listen.rpartition(":")[0].strip("[]")
+    if not serving.is_loopback(address) and (key is None or tls_cert is None) and not insecure:
+        raise StylepressError(f"--listen {listen} exposes the server without TLS and a key: pass --tls-cert, "
+                              "--tls-key and --key-file, or --insecure")
+    configs = serving.check_repository(repository)
+    models = sorted(n for n, c in configs.items() if c.platform == "ensemble")
+    max_bytes = max(int(c.parameters["max_bytes"].string_value) for c in configs.values()
+                    if "max_bytes" in c.parameters)
+    tls = (tls_cert.resolve(), tls_key.resolve()) if tls_cert is not None else None
+    if write is not None:
+        console.print(proxy_mod.write_config(write, upstream, listen, models, max_bytes, tls, key))
+        return
+    stop = _catch_stop_signals()
+    with proxy_mod.Proxy(upstream, listen, models, max_bytes, key, tls) as guard:
+        console.print(f"proxy on {'https' if tls else 'http'}://{listen} -> {upstream} for {json.dumps(models)}; "
+                      "Ctrl-C stops it")
+        _wait(guard.process, stop)
+    if not stop:
+        raise StylepressError(f"nginx exited with code {guard.process.returncode}")
 
 
 @app.command()
@@ -222,10 +336,12 @@ def bench(config: ConfigArg, out: OutOpt = None,
           suite: Annotated[str, typer.Option(help="serving | precision | all")] = "all",
           threads: Annotated[int | None, typer.Option(help="Threads per in-process variant (default: "
                                                            "bench.threads).")] = None,
-          set_: SetOpt = None):
+          set_: SetOpt = None,
+          trust_code: TrustOpt = False):
     """Latency benchmarks: every exported precision on every CPU provider against quality
     (report/precision.{json,md}); the selected variant in process vs through Triton, with the quality
     of what the server returns (report/serving_latency.{json,md})."""
+    _trust(trust_code)
     if suite not in ("serving", "precision", "all"):
         raise StylepressError(f"--suite must be serving, precision or all, not {suite!r}")
     cfg = load_config(config, set_ or ())
@@ -258,10 +374,12 @@ def build(config: ConfigArg, out: OutOpt = None,
           force: Annotated[bool, typer.Option("--force", help="Rerun every selected stage.")] = False,
           from_stage: Annotated[str | None, typer.Option("--from", help="First stage to run.")] = None,
           until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
-          set_: SetOpt = None):
+          set_: SetOpt = None,
+          trust_code: TrustOpt = False):
     """The whole job: train -> compress (when [compress] is set) -> export -> bench -> select -> repo ->
     served -> report, skipping stages whose config and inputs are unchanged; provenance in
     <run>/manifest.json. Exit 3 when a gate fails on the served variant."""
+    _trust(trust_code)
     cfg = load_config(config, set_ or ())
     from . import build as build_mod
 
@@ -308,7 +426,11 @@ def verify(run_dir: Annotated[Path, typer.Argument(help="A run directory with ma
 @config_app.command("show")
 def config_show(config: ConfigArg, set_: SetOpt = None):
     """Print the resolved config, defaults filled in (and --set overrides applied)."""
-    print(to_toml(load_config(config, set_ or ())), end="")
+    cfg = load_config(config, set_ or ())
+    print(to_toml(cfg), end="")
+    if cfg.model.arch.startswith("module:"):  # on stderr: stdout stays a valid config
+        console.print(f"note: [model] arch = {cfg.model.arch!r} imports and runs that code; the commands that "
+                      "build it need --trust-code")
 
 
 @app.command()

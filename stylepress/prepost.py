@@ -69,6 +69,17 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([h, w, top, left, ih, iw], dtype=np.int64)
 
 
+def check_box(box: np.ndarray, size: int, max_pixels: int = MAX_PIXELS) -> None:
+    """A box from a caller (the postprocess model is reachable directly) within the upload limits."""
+    h, w, top, left, ih, iw = (int(v) for v in np.asarray(box).reshape(-1)[:6])
+    if np.asarray(box).size != 6 or min(h, w, ih, iw) < 1 or top < 0 or left < 0:
+        raise ImageError("BOX must be (orig_h, orig_w, top, left, inner_h, inner_w) with positive sizes")
+    if h * w > max_pixels:
+        raise ImageError(f"BOX asks for {w}x{h} = {w * h} pixels, over the {max_pixels}-pixel limit")
+    if top + ih > size or left + iw > size:
+        raise ImageError(f"BOX's inner region does not fit the {size}x{size} network output")
+
+
 def unletterbox(y: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Network output (float [3, S, S] in [-1, 1]) -> RGB uint8 at the original size."""
     h, w, top, left, ih, iw = (int(v) for v in box)

@@ -48,7 +48,8 @@ def output_paths(images: list[Path], out: Path) -> list[Path]:
 
 
 def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str | Path | None = None,
-        size: int = 256, url: str | None = None, grpc: bool = False, model: str | None = None) -> list[Path]:
+        size: int = 256, url: str | None = None, grpc: bool = False, model: str | None = None,
+        key: str | None = None, tls_ca: Path | None = None) -> list[Path]:
     if (checkpoint is None) == (url is None):
         raise StylepressError("give exactly one of --checkpoint (offline) or --url (a Triton server)")
     for p in images:  # fail before any work on a missing input
@@ -59,7 +60,7 @@ def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str
         if url is not None:
             from stylepress.serving import Client  # the core composes stages; only this path needs it
 
-            client = Client(url, model=model, grpc=grpc)
+            client = Client(url, model=model, grpc=grpc, key=key, tls_ca=str(tls_ca) if tls_ca else None)
             for i in range(0, len(images), CHUNK):
                 pngs = client.stylize_many([p.read_bytes() for p in images[i:i + CHUNK]], style)
                 for dst, png in zip(targets[i:i + CHUNK], pngs, strict=True):

@@ -1,8 +1,12 @@
 """Triton Python backend: network output + letterbox box -> PNG bytes at the original size.
 
+Reachable directly, not only through the ensemble: the box is checked against the same pixel limit as
+uploads, so a caller cannot ask for an 8000x8000 PNG.
+
 Runs inside Triton's Python-backend stub (numpy < 2, no torch); `prepost.py` is copied beside it.
 """
 
+import json
 import os
 import sys
 
@@ -14,12 +18,21 @@ import prepost  # noqa: E402
 
 
 class TritonPythonModel:
+    def initialize(self, args):
+        params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        self.size, self.max_pixels = int(params["resolution"]), int(params["max_pixels"])
+
     def execute(self, requests):
-        responses = []
-        for request in requests:
+        return [self._one(request) for request in requests]
+
+    def _one(self, request):
+        try:
             styled = pb_utils.get_input_tensor_by_name(request, "STYLED_RAW").as_numpy()
             boxes = pb_utils.get_input_tensor_by_name(request, "BOX").as_numpy()
+            for box in boxes:
+                prepost.check_box(box, self.size, self.max_pixels)
             pngs = [[prepost.encode_png(prepost.unletterbox(y, box))] for y, box in zip(styled, boxes, strict=True)]
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("STYLED", np.array(pngs, dtype=np.object_))]))
-        return responses
+            styled_png = pb_utils.Tensor("STYLED", np.array(pngs, dtype=np.object_))
+            return pb_utils.InferenceResponse(output_tensors=[styled_png])
+        except prepost.ImageError as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))

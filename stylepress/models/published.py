@@ -9,6 +9,7 @@ the missing and unexpected key lists.
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import re
 import warnings
@@ -31,6 +32,19 @@ VARIANTS = {"resnet_9blocks": {"n_blocks": 9}, "resnet_6blocks": {"n_blocks": 6}
 # Keys old PyTorch versions wrote for InstanceNorm layers without running stats: the publishers'
 # own loaders delete them too.
 STALE = re.compile(r"(^|\.)(running_mean|running_var|num_batches_tracked)$")
+# A `module:PKG.MOD:FACTORY` architecture imports and runs code, so it is built only when the user opted
+# in on the command line (`--trust-code`, which sets this for the process and its children), never
+# because a checkpoint's arch.json or a config names it.
+TRUST_CODE_ENV = "STYLEPRESS_TRUST_CODE"
+
+
+def trust_code(enabled: bool = True) -> None:
+    if enabled:
+        os.environ[TRUST_CODE_ENV] = "1"
+
+
+def code_trusted() -> bool:
+    return os.environ.get(TRUST_CODE_ENV) == "1"
 
 
 def parse_options(items: list[str]) -> dict:
@@ -52,11 +66,17 @@ def build(arch: str, options: dict) -> nn.Module:
     if arch.startswith("module:"):
         target = arch.removeprefix("module:")
         module_name, _, attr = target.partition(":")
+        if not code_trusted():
+            raise StylepressError(f"architecture {arch!r} would import and run {module_name}.{attr}: code runs only "
+                                  "with --trust-code on the command line (a checkpoint or config cannot ask for it)")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError, ValueError) as exc:
             raise StylepressError(f"--arch {arch}: cannot import {target!r} ({exc})") from None
-        model = factory(**options)
+        try:
+            model = factory(**options)
+        except TypeError as exc:
+            raise StylepressError(f"--arch {arch}: bad --option ({exc})") from None
         if not isinstance(model, nn.Module):
             raise StylepressError(f"--arch {arch}: the factory returned {type(model).__name__}, not an nn.Module")
         return model

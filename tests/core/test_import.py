@@ -1,6 +1,7 @@
 """Bring your own generator: published families load from their publishers' key format, export
 with parity and serve through a real Triton; unsafe checkpoints are refused."""
 
+import json
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from conftest import DEMO_PHOTOS, run_cli, write_repo
 
 from stylepress.compress.pruning import count
+from stylepress.errors import StylepressError
 from stylepress.models import load_generator
 from stylepress.models.families import AnimeGAN2, CycleGANResnet, Pix2PixUnet, TransformerNet
 
@@ -79,7 +81,6 @@ def imported(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", list(FAMILIES))
 def test_each_family_imports_with_its_published_parameter_count_and_exports_with_parity(imported, arch):
-    import json
 
     _, runs, _ = imported
     run_dir, _ = runs[arch]
@@ -115,17 +116,41 @@ def test_every_family_serves_a_portrait_through_triton(imported):
             assert np.abs(got - np.asarray(want, dtype=np.int16)).max() <= 1, arch
 
 
-def test_module_factory_imports_any_generator(tmp_path):
+def test_module_factory_imports_any_generator_only_with_trust_code(tmp_path, monkeypatch):
     path = tmp_path / "w.safetensors"
     from safetensors.torch import save_file
 
     from stylepress.models.families import TransformerNet as Net
+    from stylepress.models.published import TRUST_CODE_ENV
 
     save_file(Net().state_dict(), str(path))
-    result = run_cli("import", path, "--arch", "module:stylepress.models.families:TransformerNet", "--out", tmp_path)
+    arch = "module:stylepress.models.families:TransformerNet"
+    result = run_cli("import", path, "--arch", arch, "--out", tmp_path)
+    assert result.returncode == 2 and "--trust-code" in result.stderr and result.stderr.count("\n") == 1
+    result = run_cli("import", path, "--arch", arch, "--out", tmp_path, "--trust-code")
     assert result.returncode == 0, result.stderr
+    monkeypatch.delenv(TRUST_CODE_ENV, raising=False)
+    with pytest.raises(StylepressError, match="only with --trust-code"):
+        load_generator(tmp_path / "teacher")  # the checkpoint folder alone cannot ask for code to run
+    monkeypatch.setenv(TRUST_CODE_ENV, "1")
     net, spec = load_generator(tmp_path / "teacher")
-    assert spec.arch == "module:stylepress.models.families:TransformerNet" and isinstance(net, Net)
+    assert spec.arch == arch and isinstance(net, Net)
+
+
+def test_a_checkpoint_naming_os_system_runs_nothing(tmp_path):
+    """arch.json is data: `module:os:system` with a command kwarg must not run the command."""
+    marker = tmp_path / "ran"
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "arch.json").write_text(json.dumps({"arch": "module:os:system", "kwargs": {"command": f"touch {marker}"},
+                                                "styles": ["x"]}))
+    from safetensors.torch import save_file
+
+    save_file({}, str(ckpt / "weights.safetensors"))
+    photo = next(iter(DEMO_PHOTOS.values()))
+    result = run_cli("stylize", photo, "-o", tmp_path / "out.png", "--checkpoint", ckpt)
+    assert result.returncode == 2 and "--trust-code" in result.stderr and result.stderr.count("\n") == 1
+    assert not marker.exists()
 
 
 class _Exploit:
@@ -178,7 +203,6 @@ def small_generator(width: int = 8) -> SmallGenerator:
 
 @pytest.mark.slow
 def test_a_module_factory_generator_runs_the_whole_build(tmp_path):
-    import json
     import os
     import subprocess
     import sys
@@ -201,7 +225,13 @@ def test_a_module_factory_generator_runs_the_whole_build(tmp_path):
                       "[gates]\nmin_psnr_db = 0\nmin_ssim = 0\n")
     here = Path(__file__).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}  # the factory's module
-    result = subprocess.run([sys.executable, "-m", "stylepress", "build", str(config), "--out", str(tmp_path / "run")],
+    shown = run_cli("config", "show", config)
+    assert shown.returncode == 0 and "--trust-code" in shown.stderr
+    refused = subprocess.run([sys.executable, "-m", "stylepress", "build", str(config), "--out", str(tmp_path / "run")],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and "--trust-code" in refused.stderr, refused.stderr[-2000:]
+    result = subprocess.run([sys.executable, "-m", "stylepress", "build", str(config), "--out", str(tmp_path / "run"),
+                             "--trust-code"],
                             capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
