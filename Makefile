@@ -8,12 +8,16 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP) system
 
-# System packages tests use: nginx (the serving proxy). Installed when missing and run as root.
+# System packages the tests use, installed when missing and run as root (Debian): nginx (the serving
+# proxy) and chromium (the report renders in a real browser).
+SYSTEM_PACKAGES := nginx-light:nginx chromium:chromium
 system:
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { test "$$(id -u)" = 0 && \
-		{ apt-get install -y -q nginx-light >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; }; }; } || \
-		echo "nginx is missing and this is not root: install Debian's nginx-light for the proxy tests"
+	@for entry in $(SYSTEM_PACKAGES); do pkg=$${entry%%:*}; cmd=$${entry##*:}; \
+	  command -v $$cmd >/dev/null || test -x /usr/sbin/$$cmd || { test "$$(id -u)" = 0 && \
+	    { apt-get install -y -q $$pkg >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q $$pkg >/dev/null; }; }; } || \
+	    echo "$$pkg is missing and this is not root: install Debian's $$pkg for the tests that use it"; \
+	done
 
 # Idempotent: rebuilt only when pyproject.toml changes. torch goes in first, pinned, so the
 # CPU build on this machine's disk is used (the same pin gives GPU hosts the CUDA build).

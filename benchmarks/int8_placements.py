@@ -21,29 +21,42 @@ from stylepress.export import serving_inputs
 from stylepress.export.quantize import _Reader, compare
 from stylepress.export.runtime import available_cpu_providers, feeds_for, run_batched, session, time_session
 from stylepress.layout import RunLayout
+from stylepress.models.spec import read_spec
 
 
-def main(config: str, model: str = "student") -> None:
-    cfg = load_config(config)
-    run_dir, size = Path("runs") / cfg.name, cfg.serving_resolution
-    fp32 = RunLayout(run_dir).onnx(model)
+def run(cfg, run_dir: Path, model: str = "student", repeats: int = 20) -> list[dict]:
+    """Every candidate on every CPU provider: p50 at batch 1 and PSNR to fp32 (style 0)."""
+    layout, size = RunLayout(run_dir), cfg.serving_resolution
+    n_styles = len(read_spec(layout.model_dir(model)).styles)  # calibration feeds each style in turn
+    fp32 = layout.onnx(model)
     calib = serving_inputs(find_images(cfg.data.photos)[:cfg.export.int8.samples], size)
     val = serving_inputs(val_image_paths(cfg.data)[:8], size)
     ref = run_batched(session(fp32), val)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        candidates = {"fp32": fp32, "trt-qdq": RunLayout(run_dir).onnx(model, "int8")}
+        candidates = {"fp32": fp32}
+        if layout.onnx(model, "int8").is_file():
+            candidates["trt-qdq"] = layout.onnx(model, "int8")
         for name, fmt, per_channel in (("ort-qdq-default", QuantFormat.QDQ, False),
                                        ("ort-qoperator", QuantFormat.QOperator, True)):
             candidates[name] = Path(tmp) / f"{name}.onnx"
-            quantize_static(str(fp32), str(candidates[name]), _Reader(calib, 2), quant_format=fmt,
+            quantize_static(str(fp32), str(candidates[name]), _Reader(calib, n_styles), quant_format=fmt,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        print(f"{model}, batch 1, {size}x{size}, 2 threads; PSNR vs fp32 on {len(val)} val portraits (style 0)")
         for name, path in candidates.items():
             for provider in available_cpu_providers():
                 sess = session(path, provider, threads=2)
                 quality = compare(ref, run_batched(sess, val))
-                t = time_session(sess, feeds_for(sess, val[:1]), repeats=20, warmup=5)
-                print(f"{name:16s} {provider:9s} p50 {t['p50_ms']:7.1f} ms  PSNR {quality['psnr_db']:6.2f} dB")
+                t = time_session(sess, feeds_for(sess, val[:1]), repeats=repeats, warmup=min(5, repeats))
+                rows.append({"candidate": name, "provider": provider, "p50_ms": t["p50_ms"],
+                             "psnr_db": quality["psnr_db"]})
+    return rows
+
+
+def main(config: str, model: str = "student") -> None:
+    cfg = load_config(config)
+    print(f"{model}, batch 1, {cfg.serving_resolution}² , 2 threads; PSNR vs fp32 on 8 val portraits (style 0)")
+    for r in run(cfg, Path("runs") / cfg.name, model):
+        print(f"{r['candidate']:16s} {r['provider']:9s} p50 {r['p50_ms']:7.1f} ms  PSNR {r['psnr_db']:6.2f} dB")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ PYTRITON = "nvidia-pytriton==0.7.0"
 ENV_PACKAGES = ("numpy<2", "pillow", "onnxruntime-openvino" if sys.platform == "linux" and
                 os.uname().machine == "x86_64" else "onnxruntime")
 DONE = ".complete"
-ARGV_KEYS = Path(__file__).with_name("argv_keys.c")  # keeps API keys out of `ps` (see the file)
+PRELOAD = Path(__file__).with_name("preload.c")  # keys out of `ps`, the server dies with its parent
+LOGS_KEPT = 5  # earlier server logs kept as LOG.1 … LOG.5: a crashed server's log survives the next start
+# Log lines that explain a failure; the rest of the startup chatter (CUDA, NVML, option tables) is noise.
+FAILURE_LINE = re.compile(r"failed to load|^error:|Signal \(\d+\)|Segmentation fault|terminate called|"
+                          r"Stub process|Unexpected|Error:|exited", re.IGNORECASE)
 
 # Triton's API groups (--http-restricted-api / --grpc-restricted-protocol). Health stays open for probes.
 ADMIN_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
@@ -142,20 +146,20 @@ def install(cache: Path | None = None, log=print) -> Runtime:
     return Runtime(server_root / "bin" / "tritonserver", server_root / "backends", env / "bin")
 
 
-def argv_keys_library(cache: Path | None = None) -> Path | None:
-    """The preload library of argv_keys.c, compiled once into the cache; None without a C compiler."""
+def preload_library(cache: Path | None = None) -> Path | None:
+    """The library of preload.c, compiled once into the cache; None without a C compiler."""
     cache = Path(cache) if cache is not None else cache_dir()
-    lib = cache / f"argv_keys-{hashlib.sha256(ARGV_KEYS.read_bytes()).hexdigest()[:12]}.so"
+    lib = cache / f"preload-{hashlib.sha256(PRELOAD.read_bytes()).hexdigest()[:12]}.so"
     if not lib.is_file():
         compiler = shutil.which("cc") or shutil.which("gcc")
         if compiler is None:
             return None
         cache.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(ARGV_KEYS)],
+        result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PRELOAD)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            raise StylepressError(f"compiling {ARGV_KEYS.name} failed: {' '.join(result.stderr.split())[:300]}")
+            raise StylepressError(f"compiling {PRELOAD.name} failed: {' '.join(result.stderr.split())[:300]}")
         os.replace(tmp, lib)
     return lib
 
@@ -187,7 +191,12 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 class Server:
-    """A running tritonserver; a context manager that stops it gracefully."""
+    """A running tritonserver; a context manager that stops it gracefully.
+
+    Tied to this process: the server gets SIGTERM when the thread that started it exits, even by SIGKILL
+    (preload.c; start it from a thread that lives as long as it should). If the server itself dies, the
+    process group's leftovers (Python-backend stubs) are killed and their shared-memory regions removed.
+    """
 
     def __init__(self, runtime: Runtime, repo: Path, log_path: Path, address: str = "127.0.0.1",
                  http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
@@ -195,18 +204,21 @@ class Server:
         self.address, self.log_path, self.access = address, Path(log_path), access
         self.grpc_address = grpc_address or address  # e.g. gRPC exposed over TLS, HTTP behind the proxy
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        # Named regions, so that the ones a killed server leaves in /dev/shm can be found and removed.
+        self.shm_prefix = f"stylepress_{os.getpid()}_{secrets.token_hex(4)}_"
         cmd = [str(runtime.server), f"--model-repository={Path(repo).resolve()}", "--model-control-mode=none",
                "--disable-auto-complete-config", "--strict-readiness=true", "--exit-on-error=true",
                f"--http-address={address}", f"--http-port={http_port}",
                f"--grpc-address={self.grpc_address}", f"--grpc-port={grpc_port}",
-               f"--metrics-address={address}", f"--metrics-port={metrics_port}"]
+               f"--metrics-address={address}", f"--metrics-port={metrics_port}",
+               f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         if runtime.backend_dir is not None:
             cmd.append(f"--backend-directory={runtime.backend_dir}")
         restrictions, keys = access.server_args()
         env = dict(os.environ)
-        preload = argv_keys_library()
+        preload = preload_library()
         if preload is not None:  # keys reach the server through its environment, not its visible argv
-            env.update(keys, LD_PRELOAD=str(preload))
+            env.update(keys, LD_PRELOAD=str(preload), STYLEPRESS_PARENT_PID=str(os.getpid()))
         elif access.admin_key or access.inference_key:
             raise StylepressError("keeping API keys out of `ps` needs a C compiler (cc) to build a small "
                                   "preload library: install gcc")
@@ -218,7 +230,7 @@ class Server:
             env.pop("VIRTUAL_ENV", None)
             env.pop("PYTHONPATH", None)
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # the repository stays exactly as written (and verifiable)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _rotate(self.log_path)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)  # our Ctrl-C is forwarded, not duplicated
@@ -242,24 +254,43 @@ class Server:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 180.0, stop: list | None = None) -> bool:
+        """Wait until the models are loaded; False (server stopped) as soon as `stop` gets an entry, e.g.
+        from a signal handler: Ctrl-C works while models load."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stop:
+                self.stop()
+                return False
             if self.process.poll() is not None:
-                raise StylepressError(f"tritonserver exited with code {self.process.returncode} while loading "
-                                      f"models; last lines of {self.log_path}: {self.log_tail()}")
+                self.reap()
+                raise StylepressError(f"tritonserver {self.exit_reason()} while loading models")
             if self.is_ready():
-                return
+                return True
             time.sleep(0.25)
         self.stop()
-        raise StylepressError(f"tritonserver not ready after {timeout:.0f} s; last lines of {self.log_path}: "
-                              f"{self.log_tail()}")
+        raise StylepressError(f"tritonserver not ready after {timeout:.0f} s ({self.log_path}: {self.failure_lines()})")
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The log's model-load failures if any, else its last lines, joined into one line."""
+    def exit_reason(self) -> str:
+        """How the server ended, with the log lines that explain it: one line for an error message."""
+        code = self.process.returncode
+        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exited with code {code}")
+        return f"{how} ({self.log_path}: {self.failure_lines()})"
+
+    def failure_lines(self, lines: int = 3) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
-        failures = [line for line in text.splitlines() if "failed to load" in line or line.startswith("error:")]
-        return " | ".join(line.strip() for line in (failures or text.strip().splitlines())[-lines:])
+        found = [" ".join(line.split())[:240] for line in text.splitlines() if FAILURE_LINE.search(line)
+                 and "CudaDriverHelper" not in line and "NVML" not in line]
+        return " | ".join(found[-lines:]) or "no error lines in the log"
+
+    def reap(self) -> None:
+        """After the server ended: kill what is left of its process group (stubs a killed server
+        orphaned) and remove its shared-memory regions."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGINT (Triton's graceful shutdown: finish in-flight requests), then SIGKILL after `timeout`."""
@@ -271,6 +302,7 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self.reap()
         return self.process.returncode
 
     def __enter__(self) -> Server:
@@ -278,6 +310,17 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _rotate(log: Path) -> None:
+    """LOG -> LOG.1 -> … -> LOG.<LOGS_KEPT>: every start gets a fresh log, the last ones are kept."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(LOGS_KEPT - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{i}")
+        if older.exists():
+            os.replace(older, log.with_name(f"{log.name}.{i + 1}"))
+    if log.exists():
+        os.replace(log, log.with_name(f"{log.name}.1"))
 
 
 def local_server(repo: Path, log_path: Path, log=print, access: Access = Access()) -> Server:

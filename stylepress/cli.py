@@ -272,14 +272,13 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
                             grpc_address)
     stop = _catch_stop_signals()
     with server:
-        server.wait_ready()
-        console.print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
-        console.print(f"log: {log_path}; Ctrl-C stops the server gracefully")
-        _wait(server.process, stop)
-    code = server.process.returncode
+        if server.wait_ready(stop=stop):  # Ctrl-C while models load stops it too
+            console.print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+            console.print(f"log: {log_path}; Ctrl-C stops the server gracefully")
+            _wait(server.process, stop)
     if not stop:
-        raise StylepressError(f"tritonserver exited with code {code}: {server.log_tail()}")
-    console.print(f"stopped (tritonserver exit code {code})")
+        raise StylepressError(f"tritonserver {server.exit_reason()}")
+    console.print(f"stopped (tritonserver exit code {server.process.returncode})")
 
 
 @app.command()

@@ -22,6 +22,12 @@ class ImageError(ValueError):
     """Bad input image; the message is one line, fit for an error response."""
 
 
+def quote(value, limit: int = 40) -> str:
+    """User input in an error message, bounded: a 10 MB style name must not come back as a 10 MB error."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return repr(text[:limit]) + (f" … ({len(text)} characters)" if len(text) > limit else "")
+
+
 def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Encoded JPEG/PNG/WebP bytes -> RGB uint8 HxWx3, EXIF-oriented; limits checked before decoding."""
     if not data:
@@ -46,6 +52,8 @@ def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
     except Exception as exc:  # truncated or corrupt data
         raise ImageError(f"cannot decode image: {' '.join(str(exc).split())}") from None
     im = ImageOps.exif_transpose(im)
+    if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit greyscale: convert("RGB") would clip it to white
+        im = Image.fromarray(np.clip(np.rint(np.asarray(im, dtype=np.float64) / 257), 0, 255).astype(np.uint8))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         im = Image.new("RGB", rgba.size, "white")

@@ -28,7 +28,7 @@ def style_index(spec: ArchSpec, name: str | None) -> int:
     if name is None:
         return 0
     if name not in styles:
-        raise StylepressError(f"unknown style {name!r}: this model has {', '.join(styles)}")
+        raise StylepressError(f"unknown style {prepost.quote(name)}: this model has {', '.join(styles)}")
     return styles.index(name)
 
 

@@ -17,7 +17,23 @@ import pytest
 from stylepress.demo import DEMO_PHOTOS
 from stylepress.models.spec import ArchSpec
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+# Hermetic: caches go under the repository's .cache/ (git-ignored; the Triton runtime is installed
+# there once and shared by later runs), never into the user's ~/.cache. Set the variables to override.
+for _var, _sub in (("STYLEPRESS_CACHE", "stylepress"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib")):
+    os.environ.setdefault(_var, str(REPO / ".cache" / _sub))
+
+
+def pytest_collection_modifyitems(items):
+    """Tiers: serving (uses the `served` server or is marked), e2e (marked, or slow), unit (the rest)."""
+    for item in items:
+        if "served" in item.fixturenames:
+            item.add_marker(pytest.mark.serving)
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.e2e)
+        if not any(item.get_closest_marker(m) for m in ("serving", "e2e")):
+            item.add_marker(pytest.mark.unit)
 
 
 def shared_data() -> Path:
@@ -28,12 +44,20 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def portraits(tmp_path) -> Path:
-    """A folder of 6 real portraits (the first of the shared train split)."""
-    src = sorted((shared_data() / "portraits" / "train").glob("*.jpg"))[:6]
+    """A folder of 6 real portraits: the first of the shared train split, or on a clone without
+    ../shared the two embedded demo photos and mirrored copies of them (real faces either way)."""
+    from PIL import Image, ImageOps
+
     folder = tmp_path / "photos"
     folder.mkdir()
-    for p in src:
-        shutil.copy(p, folder / p.name)
+    if (SHARED / "portraits" / "train").is_dir():
+        for p in sorted((SHARED / "portraits" / "train").glob("*.jpg"))[:6]:
+            shutil.copy(p, folder / p.name)
+        return folder
+    for i, src in enumerate(DEMO_PHOTOS.values()):
+        im = Image.open(src).convert("RGB")
+        for j, variant in enumerate((im, ImageOps.mirror(im), ImageOps.grayscale(im).convert("RGB"))):
+            variant.save(folder / f"demo{i}_{j}.jpg", quality=92)
     return folder
 
 
@@ -131,6 +155,19 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     result = run_cli("export", config, "--out", run_dir)
     assert result.returncode == 0, result.stderr
     return config, run_dir
+
+
+def copy_run(config: Path, run_dir: Path, dest: Path) -> tuple[Path, Path]:
+    """A private copy of a session fixture's run, for a test that writes into it (selection.json, a
+    repository, reports): the shared one stays as the fixture made it."""
+    shutil.copytree(run_dir, dest / "run")
+    shutil.copy(config, dest / config.name)
+    return dest / config.name, dest / "run"
+
+
+@pytest.fixture
+def exported_copy(exported, tmp_path) -> tuple[Path, Path]:
+    return copy_run(*exported, tmp_path / "exported")
 
 
 @dataclass

@@ -29,8 +29,12 @@ class TritonPythonModel:
         try:
             images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
             inputs, boxes = [], []
-            for data in images:
-                x, box = prepost.letterbox(prepost.decode(bytes(data), self.max_bytes, self.max_pixels), self.size)
+            for i, data in enumerate(images):
+                try:
+                    x, box = prepost.letterbox(prepost.decode(bytes(data), self.max_bytes, self.max_pixels), self.size)
+                except prepost.ImageError as exc:  # one response per request: say which image failed
+                    raise prepost.ImageError(f"image {i + 1} of {len(images)}: {exc}" if len(images) > 1
+                                             else str(exc)) from None
                 inputs.append(x)
                 boxes.append(box)
             outputs = [pb_utils.Tensor("INPUT", np.stack(inputs)), pb_utils.Tensor("BOX", np.stack(boxes))]
@@ -47,5 +51,5 @@ class TritonPythonModel:
     def _style(self, name) -> int:
         name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
         if name not in self.styles:
-            raise prepost.ImageError(f"unknown style {name!r}: this model has {', '.join(self.styles)}")
+            raise prepost.ImageError(f"unknown style {prepost.quote(name)}: this model has {', '.join(self.styles)}")
         return self.styles.index(name)

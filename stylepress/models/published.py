@@ -9,6 +9,7 @@ the missing and unexpected key lists.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pickle
 import re
@@ -48,7 +49,7 @@ def code_trusted() -> bool:
 
 
 def parse_options(items: list[str]) -> dict:
-    """`--option k=v`: ints, booleans and words; `variant=resnet_6blocks` expands to its options."""
+    """`--option k=v`: ints, floats, booleans and words; `variant=resnet_6blocks` expands to its options."""
     options: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -57,9 +58,20 @@ def parse_options(items: list[str]) -> dict:
         if value in VARIANTS and key == "variant":
             options.update(VARIANTS[value])
             continue
-        options[key] = int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(
-            value.lower(), value)
+        options[key] = _option_value(value)
     return options
+
+
+def _option_value(text: str):
+    """`--option` values: int, float, true/false, else the word itself."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):  # "nan", "inf" stay words
+            return value
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def build(arch: str, options: dict) -> nn.Module:

@@ -44,6 +44,9 @@ def _config(tmp_path, extra: str = "") -> tuple:
         checkpoint_every = 6
         [export]
         precisions = ["fp32", "int8"]
+        # A 12-step model's near-flat instance norms amplify float noise: its student's ONNX differed
+        # from PyTorch by 1.2e-4 at 384² on one machine. Parity at the default is tested in tests/export.
+        parity_tolerance = 5e-4
         [export.int8]
         max_fallback = 1
         [bench]
@@ -196,12 +199,9 @@ def _serves(run_dir, served):
 
 
 def _chromium() -> str:
-    """Debian's chromium, installed here when missing (the test machines run Debian as root)."""
+    """Debian's chromium (`make setup` installs it, as root)."""
     path = shutil.which("chromium")
-    if path is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True, timeout=900)
-        path = shutil.which("chromium")
-    assert path, "chromium is not installed and apt-get could not install it"
+    assert path, "chromium is not installed: `make setup` as root, or install Debian's chromium"
     return path
 
 

@@ -96,6 +96,7 @@ def test_each_family_imports_with_its_published_parameter_count_and_exports_with
     assert y.shape == x.shape and -1 <= y.min() and y.max() <= 1  # the [-1, 1] contract
 
 
+@pytest.mark.serving
 def test_every_family_serves_a_portrait_through_triton(imported):
     import onnxruntime as ort
 
@@ -127,6 +128,8 @@ def test_module_factory_imports_any_generator_only_with_trust_code(tmp_path, mon
     arch = "module:stylepress.models.families:TransformerNet"
     result = run_cli("import", path, "--arch", arch, "--out", tmp_path)
     assert result.returncode == 2 and "--trust-code" in result.stderr and result.stderr.count("\n") == 1
+    result = run_cli("import", path, "--arch", arch, "--out", tmp_path, "--trust-code", "--option", "nope=0.5")
+    assert result.returncode == 2 and "bad --option" in result.stderr and result.stderr.count("\n") == 1
     result = run_cli("import", path, "--arch", arch, "--out", tmp_path, "--trust-code")
     assert result.returncode == 0, result.stderr
     monkeypatch.delenv(TRUST_CODE_ENV, raising=False)
@@ -135,6 +138,14 @@ def test_module_factory_imports_any_generator_only_with_trust_code(tmp_path, mon
     monkeypatch.setenv(TRUST_CODE_ENV, "1")
     net, spec = load_generator(tmp_path / "teacher")
     assert spec.arch == arch and isinstance(net, Net)
+
+
+def test_options_are_typed_like_the_factory_expects():
+    from stylepress.models.published import parse_options
+
+    assert parse_options(["a=0.5", "b=3", "c=true", "d=resnet", "e=-2", "f=1e-3", "g=nan"]) == {
+        "a": 0.5, "b": 3, "c": True, "d": "resnet", "e": -2, "f": 1e-3, "g": "nan"}
+    assert parse_options(["variant=resnet_6blocks"]) == {"n_blocks": 6}
 
 
 def test_a_checkpoint_naming_os_system_runs_nothing(tmp_path):

@@ -6,6 +6,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from stylepress import prepost
@@ -71,3 +73,37 @@ def test_letterbox_then_unletterbox_restores_size_and_content(h, w):
     back = prepost.unletterbox(x, box)  # an identity "network"
     assert back.shape == rgb.shape
     assert np.abs(back.astype(int) - rgb.astype(int)).mean() < 12
+
+
+def _seeds() -> list[bytes]:
+    """Small valid images of every decoded kind: the fuzz mutates these."""
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    grey16 = Image.fromarray((rng.integers(0, 65535, (24, 32))).astype(np.uint16))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return [_encode(im, "JPEG", quality=90), _encode(im, "JPEG", exif=exif.tobytes()), _encode(im, "PNG"),
+            _encode(im.convert("RGBA"), "PNG"), _encode(grey16, "PNG"), _encode(im, "WEBP", quality=80),
+            _encode(im.convert("CMYK"), "JPEG"), _encode(im.convert("P"), "PNG")]
+
+
+SEEDS = _seeds()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, len(SEEDS) - 1), edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)),
+                                                          max_size=6),
+       cut=st.one_of(st.none(), st.integers(0, 1 << 16)))
+def test_decode_never_crashes_on_mutated_images(seed, edits, cut):
+    """Mutated JPEG/PNG/WebP bytes: an ImageError with a one-line message, or a correct RGB image."""
+    data = bytearray(SEEDS[seed])
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    if cut is not None:
+        data = data[: cut % (len(data) + 1)]
+    try:
+        rgb = prepost.decode(bytes(data), max_pixels=1 << 20)
+    except prepost.ImageError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 400
+        return
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.shape[0] * rgb.shape[1] <= 1 << 20

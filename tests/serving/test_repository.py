@@ -14,15 +14,15 @@ from stylepress.errors import StylepressError
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported_copy(tmp_path_factory):
     config, run_dir = tiny_run(tmp_path_factory.mktemp("repo"))
     export.run(load_config(config), run_dir, show_progress=False)
     return config, run_dir
 
 
-def _write(exported, tmp_path, serving_body: str = ""):
+def _write(exported_copy, tmp_path, serving_body: str = ""):
     """The repository for the tiny run, serving the pinned precision (fp32 unless the body pins one)."""
-    config, run_dir = exported
+    config, run_dir = exported_copy
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg_path = tmp_path / "cfg.toml"
     pin = "" if "precision" in serving_body else 'precision = "fp32"\n'
@@ -33,8 +33,8 @@ def _write(exported, tmp_path, serving_body: str = ""):
 @pytest.mark.parametrize("body", ["", 'target = "onnxruntime"\n', 'target = "onnxruntime"\nkind = "gpu"\n',
                                   "max_batch_size = 1\ninstances = 3\n"],
                          ids=["cpu", "onnxruntime-cpu", "onnxruntime-gpu", "batch1"])
-def test_every_written_repository_passes_the_check(exported, tmp_path, body):
-    repo = _write(exported, tmp_path, body)
+def test_every_written_repository_passes_the_check(exported_copy, tmp_path, body):
+    repo = _write(exported_copy, tmp_path, body)
     configs = serving.check_repository(repo)
     assert sorted(configs) == ["tiny", "tiny_generator", "tiny_postprocess", "tiny_preprocess"]
     gen = configs["tiny_generator"]
@@ -50,11 +50,11 @@ def test_every_written_repository_passes_the_check(exported, tmp_path, body):
         assert gen.instance_group[0].kind == kind
 
 
-def test_cpu_targets_run_the_configured_cpu_provider(exported, tmp_path):
-    configs = serving.check_repository(_write(exported, tmp_path, 'target = "onnxruntime"\n'))
+def test_cpu_targets_run_the_configured_cpu_provider(exported_copy, tmp_path):
+    configs = serving.check_repository(_write(exported_copy, tmp_path, 'target = "onnxruntime"\n'))
     accelerators = configs["tiny_generator"].optimization.execution_accelerators.cpu_execution_accelerator
     assert [a.name for a in accelerators] == ["openvino"]
-    configs = serving.check_repository(_write(exported, tmp_path / "b", '[export]\ncpu_provider = "default"\n'))
+    configs = serving.check_repository(_write(exported_copy, tmp_path / "b", '[export]\ncpu_provider = "default"\n'))
     assert configs["tiny_generator"].parameters["provider"].string_value == "default"
 
 
@@ -62,10 +62,10 @@ def _served_bytes(repo):
     return (repo / "tiny_generator" / "1" / "model.onnx").read_bytes()
 
 
-def test_the_repository_serves_exactly_the_selection_and_says_so(exported, tmp_path):
-    _, run_dir = exported
+def test_the_repository_serves_exactly_the_selection_and_says_so(exported_copy, tmp_path):
+    _, run_dir = exported_copy
     for precision in ("int8", "fp16"):
-        repo = _write(exported, tmp_path / precision, f'precision = "{precision}"\n')
+        repo = _write(exported_copy, tmp_path / precision, f'precision = "{precision}"\n')
         assert _served_bytes(repo) == (run_dir / "export" / f"teacher.{precision}.onnx").read_bytes()
         configs = serving.check_repository(repo)
         for name in ("tiny", "tiny_generator"):
@@ -78,8 +78,8 @@ def test_the_repository_serves_exactly_the_selection_and_says_so(exported, tmp_p
         serving.write_repository(cfg, run_dir, tmp_path / "other")
 
 
-def test_onnxruntime_tensorrt_target_writes_a_gpu_accelerator_config(exported, tmp_path):
-    repo = _write(exported, tmp_path, 'target = "onnxruntime-tensorrt"\nprecision = "int8"\n')
+def test_onnxruntime_tensorrt_target_writes_a_gpu_accelerator_config(exported_copy, tmp_path):
+    repo = _write(exported_copy, tmp_path, 'target = "onnxruntime-tensorrt"\nprecision = "int8"\n')
     gen = serving.check_repository(repo)["tiny_generator"]
     assert gen.platform == "onnxruntime_onnx" and gen.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     (trt,) = gen.optimization.execution_accelerators.gpu_execution_accelerator
@@ -101,16 +101,16 @@ def _fake_engine(run_dir, max_batch=4, resolutions=(64, 128, 256)):
     return plan
 
 
-def test_tensorrt_target_needs_an_engine(exported, tmp_path):
+def test_tensorrt_target_needs_an_engine(exported_copy, tmp_path):
     with pytest.raises(StylepressError, match="TensorRT engines are built"):
-        _write(exported, tmp_path, 'target = "tensorrt"\n')
+        _write(exported_copy, tmp_path, 'target = "tensorrt"\n')
 
 
-def test_tensorrt_target_fits_the_engine_profile_and_passes_the_check(exported, tmp_path):
-    _, run_dir = exported
+def test_tensorrt_target_fits_the_engine_profile_and_passes_the_check(exported_copy, tmp_path):
+    _, run_dir = exported_copy
     plan = _fake_engine(run_dir, max_batch=4)
     try:
-        repo = _write(exported, tmp_path, 'target = "tensorrt"\nprecision = "int8"\n')  # batch 8 asked, profile 4
+        repo = _write(exported_copy, tmp_path, 'target = "tensorrt"\nprecision = "int8"\n')  # batch 8 asked, profile 4
         configs = serving.check_repository(repo)
         gen = configs["tiny_generator"]
         assert gen.platform == "tensorrt_plan" and gen.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
@@ -119,7 +119,7 @@ def test_tensorrt_target_fits_the_engine_profile_and_passes_the_check(exported, 
         assert run_cli("repo", "--check", repo).returncode == 0
         _fake_engine(run_dir, resolutions=(32, 48, 64))  # serving at 128: outside the profile
         with pytest.raises(StylepressError, match="outside the engine's profile"):
-            _write(exported, tmp_path / "b", 'target = "tensorrt"\nprecision = "int8"\n')
+            _write(exported_copy, tmp_path / "b", 'target = "tensorrt"\nprecision = "int8"\n')
     finally:
         plan.unlink()
         plan.with_name(plan.name + ".json").unlink()
@@ -166,16 +166,16 @@ BREAKAGES = {
 
 
 @pytest.mark.parametrize("name", BREAKAGES)
-def test_check_rejects_a_broken_repository(exported, tmp_path, name):
-    repo = _write(exported, tmp_path)
+def test_check_rejects_a_broken_repository(exported_copy, tmp_path, name):
+    repo = _write(exported_copy, tmp_path)
     breaks, message = BREAKAGES[name]
     breaks(repo)
     with pytest.raises(StylepressError, match=message):
         serving.check_repository(repo)
 
 
-def test_repo_check_cli_rejects_a_broken_repository_in_one_line(exported, tmp_path):
-    repo = _write(exported, tmp_path)
+def test_repo_check_cli_rejects_a_broken_repository_in_one_line(exported_copy, tmp_path):
+    repo = _write(exported_copy, tmp_path)
     (repo / "tiny_generator" / "1" / "model.onnx").unlink()
     (repo / "tiny" / "config.pbtxt").write_text("platform {")
     result = run_cli("repo", "--check", repo)
@@ -183,8 +183,8 @@ def test_repo_check_cli_rejects_a_broken_repository_in_one_line(exported, tmp_pa
     assert "tiny/config.pbtxt" in result.stderr and "1/model.onnx (parameter model_file) missing" in result.stderr
 
 
-def test_repo_cli_writes_and_checks(exported):
-    config, run_dir = exported
+def test_repo_cli_writes_and_checks(exported_copy):
+    config, run_dir = exported_copy
     assert run_cli("select", config, "--out", run_dir, "--set", "serving.precision=fp32").returncode == 0
     result = run_cli("repo", config, "--out", run_dir, "--set", "serving.precision=fp32")
     assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ from stylepress.errors import StylepressError
 from stylepress.serving import find_runtime, install
 
 
+@pytest.mark.serving  # installs the runtime (the network, on a cold cache)
 def test_install_is_idempotent_and_cli_reports_the_server():
     first, second = install(log=lambda *_: None), install(log=lambda *_: None)
     assert first == second and first.server.is_file() and os.access(first.server, os.X_OK)

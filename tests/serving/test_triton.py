@@ -1,17 +1,14 @@
-"""End to end through a real tritonserver: HTTP and gRPC, concurrency, bad input, metrics."""
+"""End to end through a real tritonserver: HTTP and gRPC, concurrency, metrics (bad input: test_bad_input.py)."""
 
 import io
 import re
-import struct
 import urllib.request
-import zlib
 
 import numpy as np
 import pytest
 from conftest import run_cli
 from PIL import Image
 
-from stylepress.errors import StylepressError
 from stylepress.serving import Client
 
 
@@ -73,48 +70,6 @@ def test_concurrent_requests_are_batched_and_still_exact(served, grpc):
     requests = _metric(served, "nv_inference_request_success", "tiny_generator") - requests
     assert requests == len(images)
     assert executions < requests  # the dynamic batcher ran several requests per execution
-
-
-def _huge_png_header() -> bytes:
-    """A valid PNG signature and IHDR claiming 50000 x 50000 pixels, with a token of data."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + \
-        chunk(b"IEND", b"")
-
-
-@pytest.mark.parametrize("grpc", [False, True], ids=["http", "grpc"])
-def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(served, grpc):
-    client = Client(served.server.grpc_url if grpc else served.server.http_url, grpc=grpc)
-    good = _portraits(served)[0]
-    cases = {
-        b"this is not an image": ("sketch", "not a valid JPEG, PNG or WebP"),
-        good[: len(good) // 2]: ("sketch", "cannot decode image"),  # truncated JPEG
-        b"": ("sketch", "empty image payload"),
-        _huge_png_header(): ("sketch", "pixel limit"),
-        good: ("watercolour", "unknown style 'watercolour'"),
-    }
-    for data, (style, message) in cases.items():
-        with pytest.raises(StylepressError, match=message):
-            client.stylize(data, style)
-        assert served.server.is_ready()
-    _assert_matches_offline(served, good, client.stylize(good, "oil"), "oil")
-
-
-def test_bad_input_is_a_400_over_http(served):
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-
-    client = httpclient.InferenceServerClient(served.server.http_url.removeprefix("http://"))
-    inputs = []
-    for name, value in (("IMAGE", b"garbage"), ("STYLE", b"oil")):
-        tensor = httpclient.InferInput(name, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[value]], dtype=np.object_))
-        inputs.append(tensor)
-    with pytest.raises(InferenceServerException) as info:
-        client.infer("tiny", inputs)
-    assert info.value.status() == "400"
 
 
 def test_metrics_count_the_requests_sent(served):
