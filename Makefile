@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP) system
 
 # System packages the tests use, installed when missing and run as root (Debian): nginx (the serving
-# proxy) and chromium (the report renders in a real browser).
-SYSTEM_PACKAGES := nginx-light:nginx chromium:chromium
+# proxy), chromium (the report renders in a real browser), prometheus (promtool and a live server).
+SYSTEM_PACKAGES := nginx-light:nginx chromium:chromium prometheus:promtool
 system:
 	@for entry in $(SYSTEM_PACKAGES); do pkg=$${entry%%:*}; cmd=$${entry##*:}; \
 	  command -v $$cmd >/dev/null || test -x /usr/sbin/$$cmd || { test "$$(id -u)" = 0 && \

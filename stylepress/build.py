@@ -213,6 +213,14 @@ def _served(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
     serving_latency.run(cfg, layout.root)
 
 
+def _deploy(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
+    from .serving.monitoring import write_monitoring
+
+    t = write_monitoring(cfg, layout.root)
+    log(f"deploy: alerts at error ratio {t['error_ratio']}, queue {t['queue_ms']} ms ({t['queue_ms_from']}), "
+        f"{t['pending']} pending, CPU {t['cpu']}")
+
+
 def _report(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
     from .benchmarks import report
 
@@ -238,6 +246,7 @@ STAGES = (
           lambda L: [L.served_json, L.served_md], _served,
           skip_why=lambda cfg: None if cfg.serving.target == "cpu" else
           f"serving.target {cfg.serving.target!r} runs on a GPU host, not this machine's CPU Triton"),
+    Stage("deploy", ("name", "serving"), _outputs_of("repo", "served"), lambda L: _files(L.deploy), _deploy),
     Stage("report", ("data", "bench.objective", "gates", "serving.resolution", "export.cpu_provider"),
           _outputs_of("bench", "select", "served"),
           lambda L: [L.report_json, L.report_md, L.report_html, L.pareto, L.samples], _report),

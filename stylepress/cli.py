@@ -329,6 +329,21 @@ def proxy(repository: Annotated[Path, typer.Argument(help="The model repository 
 
 
 @app.command()
+def deploy(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None):
+    """Write what a deployment watches the repository with: deploy/prometheus/rules.yml (+ rules.test.yml
+    for `promtool test rules`) and deploy/grafana/dashboard.json, thresholds from [serving.alerts] and
+    the served bench."""
+    cfg = load_config(config, set_ or ())
+    from stylepress.serving.monitoring import write_monitoring
+
+    run_dir = _run_dir(cfg, out)
+    t = write_monitoring(cfg, run_dir)
+    console.print(f"{RunLayout(run_dir).deploy}: error ratio > {t['error_ratio']}, queue > {t['queue_ms']} ms "
+                  f"({t['queue_ms_from']}), pending > {t['pending']}, CPU > {t['cpu']}; window {t['window']}, "
+                  f"hold {t['hold']}")
+
+
+@app.command()
 def bench(config: ConfigArg, out: OutOpt = None,
           repeats: Annotated[int | None, typer.Option(help="Timed runs per variant, after warm-up (default: "
                                                            "bench.repeats).")] = None,

@@ -216,6 +216,16 @@ class ExportConfig(_Section):
         return tuple(dict.fromkeys(value))
 
 
+class AlertsConfig(_Section):
+    """Thresholds of the Prometheus alerts `stylepress deploy` writes (serving/monitoring.py)."""
+    error_ratio: Float = Field(0.01, gt=0, lt=1)  # failed requests / all requests, per model and reason
+    queue_ms: Float | None = Field(None, gt=0)  # queue time per request; None: the served p50 at concurrency 1
+    pending: Int | None = Field(None, ge=1)  # pending requests; None: 2 x max_batch_size x instances
+    cpu: Float = Field(0.9, gt=0, le=1)  # nv_cpu_utilization (0-1)
+    window: Str = Field("5m", pattern=r"^[0-9]+[smh]$")  # the rate() window
+    hold: Str = Field("5m", pattern=r"^[0-9]+[smh]$")  # how long a breach lasts before it fires (Prometheus `for`)
+
+
 class ServingConfig(_Section):
     model_name: Str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)  # default: name
     model: Literal["auto", "teacher", "student"] = "auto"  # auto: the student when there is one
@@ -232,6 +242,7 @@ class ServingConfig(_Section):
     kind: Literal["cpu", "gpu"] = "cpu"  # instance kind for the onnxruntime target
     max_bytes: Int = Field(20 * 1024 * 1024, ge=1024)  # upload limit per image
     max_pixels: Int = Field(40_000_000, ge=1024)  # decoded-pixel limit per image
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class BenchConfig(_Section):

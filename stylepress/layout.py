@@ -86,6 +86,10 @@ class RunLayout:
         return self.root / "report"
 
     @property
+    def deploy(self) -> Path:  # monitoring (and what else a deployment needs beside the repository)
+        return self.root / "deploy"
+
+    @property
     def precision_json(self) -> Path:  # the in-process bench: every variant
         return self.report / "precision.json"
 

@@ -110,6 +110,9 @@ def test_one_decision_is_served_and_gated_and_an_unchanged_rerun_executes_nothin
     assert any("gates.min_psnr_db" in w for n, w in why.items() if n.startswith("student-"))
     assert all("missed its export target" in w for n, w in why.items() if "-fp16-" in n)
     _serves(run_dir, served)
+    served_p50 = json.loads(run_dir.joinpath("report", "serving_latency.json").read_text())["latency_ms"][
+        "triton_http"]["p50"]  # the queue-time alert's threshold derives from it
+    assert f"> {round(served_p50, 1)}\n" in (run_dir / "deploy" / "prometheus" / "rules.yml").read_text()
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert report["schema"] == 2 and report["selected"] == served["name"] and report["gated"] == "served"
     assert report["served"] == f"triton-{served['name']}"
@@ -146,7 +149,7 @@ def test_one_decision_is_served_and_gated_and_an_unchanged_rerun_executes_nothin
     config.write_text(config.read_text() + "[serving]\nmax_batch_size = 4\n")
     edited = run_cli("build", config, "--out", run_dir)
     assert edited.returncode == 0, edited.stderr
-    assert _ran(run_dir) == {"repo", "served", "report"}
+    assert _ran(run_dir) == {"repo", "served", "deploy", "report"}
     assert run_cli("verify", run_dir).returncode == 0
 
     # A gate that cannot pass: exit code 3, the gate table and the served variant named; only the

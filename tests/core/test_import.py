@@ -247,7 +247,7 @@ def test_a_module_factory_generator_runs_the_whole_build(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert {k: v["status"] for k, v in manifest["stages"].items()} == {
-        s: "ran" for s in ("train", "compress", "export", "bench", "select", "repo", "served", "report")}
+        s: "ran" for s in ("train", "compress", "export", "bench", "select", "repo", "served", "deploy", "report")}
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert report["selected"] and {v["model"] for v in report["variants"]} == {"teacher", "student"}
     assert any(v["name"].startswith("triton-") for v in report["variants"])  # served through Triton

@@ -26,3 +26,13 @@ def test_explicit_tritonserver_must_be_executable(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     assert find_runtime().server == fake  # PATH comes before the managed install
+
+
+def test_the_suite_keeps_its_caches_out_of_the_users_home():
+    """conftest points STYLEPRESS_CACHE (and XDG/matplotlib caches) at the repository's .cache/."""
+    from pathlib import Path
+
+    from stylepress.serving.runtime import cache_dir
+
+    assert not cache_dir().resolve().is_relative_to(Path.home() / ".cache")
+    assert not Path(os.environ["MPLCONFIGDIR"]).resolve().is_relative_to(Path.home())
