@@ -43,7 +43,7 @@ def nginx_binary() -> str:
 
 
 def nginx_conf(upstream: str, listen: str, models: list[str], max_bytes: int, tls: tuple[Path, Path] | None,
-               key_required: bool = True) -> str:
+               key_required: bool = True, key_map: str = KEY_MAP) -> str:
     """The proxy's nginx.conf; paths without a slash resolve in the config's folder (nginx -p)."""
     host = urlsplit(upstream if "://" in upstream else f"http://{upstream}").netloc
     names = "|".join(m.replace(".", r"\.") for m in models)
@@ -70,14 +70,14 @@ http {{
     client_header_timeout {BODY_TIMEOUT_S}s;
     send_timeout 60s;
     keepalive_timeout 30s;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
+    client_body_temp_path body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
     map {header_var} $key_ok {{
         default 0;
-        include {KEY_MAP};
+        include {key_map};
     }}
     map $content_type $type_ok {{
         default 0;
@@ -115,7 +115,6 @@ def write_config(folder: Path, upstream: str, listen: str, models: list[str], ma
                  tls: tuple[Path, Path] | None, key: str | None) -> Path:
     """nginx.conf (and the key map, 0600, when `key` is given) in `folder`, checked with `nginx -t`."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tmp").mkdir(exist_ok=True)
     conf = folder / CONFIG
     atomic_write(conf, lambda tmp: Path(tmp).write_text(nginx_conf(upstream, listen, models, max_bytes, tls,
                                                                    key is not None)))
@@ -135,7 +134,8 @@ def write_config(folder: Path, upstream: str, listen: str, models: list[str], ma
 
 
 class Proxy:
-    """nginx running a config in a private folder (0711: workers reach tmp/, not the key map); a
+    """nginx running a config in a private folder (0711: workers reach their temp folders in it, not the
+    key map); a
     context manager that stops it gracefully."""
 
     def __init__(self, upstream: str, listen: str, models: list[str], max_bytes: int, key: str | None,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .config import BUILTIN_STYLES, Config
 from .errors import StylepressError
-from .fsutil import write_json
+from .fsutil import sha256, write_json
 from .layout import PRECISIONS, RunLayout
 
 MANIFEST = RunLayout(Path()).manifest.name
@@ -54,14 +54,6 @@ class StageResult:
     status: str  # "ran" | "skipped" | "not configured" | "interrupted"
     wall_s: float = 0.0
     signal: int | None = None
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hash_files(root: Path, paths: list[Path]) -> dict[str, str]:
@@ -214,9 +206,11 @@ def _served(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
 
 
 def _deploy(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
+    from .serving.k8s import write_k8s
     from .serving.monitoring import write_monitoring
 
     t = write_monitoring(cfg, layout.root)
+    write_k8s(cfg, layout.root)
     log(f"deploy: alerts at error ratio {t['error_ratio']}, queue {t['queue_ms']} ms ({t['queue_ms_from']}), "
         f"{t['pending']} pending, CPU {t['cpu']}")
 

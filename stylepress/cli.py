@@ -330,14 +330,17 @@ def proxy(repository: Annotated[Path, typer.Argument(help="The model repository 
 
 @app.command()
 def deploy(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None):
-    """Write what a deployment watches the repository with: deploy/prometheus/rules.yml (+ rules.test.yml
-    for `promtool test rules`) and deploy/grafana/dashboard.json, thresholds from [serving.alerts] and
-    the served bench."""
+    """Write what a deployment needs beside the repository: deploy/prometheus/rules.yml (+ rules.test.yml
+    for `promtool test rules`), deploy/grafana/dashboard.json (thresholds from [serving.alerts] and the
+    served bench) and deploy/k8s/ (Deployment with the proxy sidecar, Service, HPA, PDB, KServe
+    InferenceService, Dockerfile)."""
     cfg = load_config(config, set_ or ())
+    from stylepress.serving.k8s import write_k8s
     from stylepress.serving.monitoring import write_monitoring
 
     run_dir = _run_dir(cfg, out)
     t = write_monitoring(cfg, run_dir)
+    console.print(write_k8s(cfg, run_dir))
     console.print(f"{RunLayout(run_dir).deploy}: error ratio > {t['error_ratio']}, queue > {t['queue_ms']} ms "
                   f"({t['queue_ms_from']}), pending > {t['pending']}, CPU > {t['cpu']}; window {t['window']}, "
                   f"hold {t['hold']}")

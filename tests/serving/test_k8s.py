@@ -1,0 +1,55 @@
+"""Kubernetes and KServe manifests for every target: built-in kinds validate strictly against the
+Kubernetes schemas (kubernetes-validate, offline; any warning fails), the InferenceService against
+KServe's CRD schema kept in the project."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from stylepress.config import load_config
+from stylepress.serving import k8s
+
+SCHEMA = Path(k8s.__file__).parent / "schemas" / "kserve-inferenceservice-v1beta1.json"
+
+
+@pytest.mark.parametrize("target", ["cpu", "onnxruntime", "tensorrt"])
+def test_manifests_validate_for_each_target(tmp_path, target):
+    config = tmp_path / "c.toml"
+    config.write_text(textwrap.dedent(f"""\
+        name = "portrait"
+        [data]
+        photos = "{tmp_path}"
+        [serving]
+        target = "{target}"
+        """))
+    folder = k8s.write_k8s(load_config(config), tmp_path / "run")
+    triton = folder / "triton.yaml"
+    result = subprocess.run([Path(sys.executable).parent / "kubernetes-validate", "--strict", "-k",
+                             k8s.KUBERNETES_VERSION, str(triton)], capture_output=True, text=True)
+    assert result.returncode == 0 and "WARN" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.stdout.count(" passed for resource ") == 6, result.stdout  # + HPA, PDB, two ConfigMaps
+    docs = {d["kind"]: d for d in yaml.safe_load_all(triton.read_text())}
+    typo = tmp_path / "typo.yaml"  # the validator is strict: an unknown field fails
+    broken = json.loads(json.dumps(docs["Deployment"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    typo.write_text(yaml.safe_dump(broken))
+    assert subprocess.run([Path(sys.executable).parent / "kubernetes-validate", "--strict", "-k",
+                           k8s.KUBERNETES_VERSION, str(typo)], capture_output=True).returncode != 0
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    triton_c = next(c for c in pod["containers"] if c["name"] == "triton")
+    assert ("nvidia.com/gpu" in triton_c["resources"]["limits"]) == (target == "tensorrt")  # onnxruntime: kind cpu
+    assert any("$(ADMIN_KEY)" in a for a in triton_c["args"]) and "key" not in json.dumps(pod["volumes"][0])
+    assert docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"] == k8s.QUEUE_METRIC
+    (isvc,) = yaml.safe_load_all((folder / "kserve.yaml").read_text())
+    jsonschema.validate(isvc, json.loads(SCHEMA.read_text()))
+    assert isvc["spec"]["predictor"]["triton"]["runtimeVersion"] == f"{k8s.TRITON_VERSION}-py3"
+    bad = {**isvc, "spec": {"predictor": {**isvc["spec"]["predictor"], "minReplica": 1}}}  # a typo is caught
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json.loads(SCHEMA.read_text()))
+    assert ("nvcr.io/nvidia/tritonserver" in (folder / "Dockerfile").read_text()) == (target != "cpu")
