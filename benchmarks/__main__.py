@@ -3,7 +3,9 @@
   python -m stylepress.benchmarks compression CONFIG [--sweep 2,4,8,16,20,32,40]
   python -m stylepress.benchmarks ablation CONFIG     feature distillation on (--feat 1) / off at the target
   python -m stylepress.benchmarks latency CONFIG      every precision on every CPU provider
-  python -m stylepress.benchmarks serving CONFIG      in-process against served, concurrency sweep
+  python -m stylepress.benchmarks serving CONFIG      in-process against served, concurrency sweep, formats
+  python -m stylepress.benchmarks load CONFIG [--requests 10000 --concurrency 16]
+                                                      checked requests over HTTP and gRPC, RSS over time
   python -m stylepress.benchmarks family-teacher CONFIG --arch animegan2 --style sketch
                                                       a trained teacher in a published family's architecture
 """
@@ -71,6 +73,23 @@ def serving(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
 
     cfg, run_dir = _setup(config, out, set_)
     print(serving_latency.markdown(serving_latency.run(cfg, run_dir, repeats=repeats)))
+
+
+@app.command()
+def load(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
+         requests: Annotated[int, typer.Option(help="Requests in all (split between HTTP and gRPC).")] = 10_000,
+         concurrency: Annotated[int, typer.Option(help="Concurrent clients.")] = 16,
+         fmt: Annotated[str | None, typer.Option("--format", help="png | jpeg | webp (default: "
+                                                                  "serving.output_format).")] = None):
+    """Load through the served repository, every response checked, RSS over time: report/load.{json,md}."""
+    from . import load as suite
+
+    if requests < 2 or concurrency < 1:
+        raise StylepressError("--requests must be at least 2 and --concurrency at least 1")
+    if fmt is not None and fmt not in suite.SIGNATURES:
+        raise StylepressError(f"--format {fmt!r}: png, jpeg or webp")
+    cfg, run_dir = _setup(config, out, set_)
+    print(suite.markdown(suite.run(cfg, run_dir, requests, concurrency, fmt)))
 
 
 @app.command("family-teacher")

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from stylepress import prepost
 from stylepress.config import Config
 from stylepress.data import val_image_paths
 from stylepress.errors import StylepressError
@@ -119,6 +120,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, threads: i
         "machine": describe(),
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "repeats": repeats, "provider": chosen, "variants": rows, "speedups": {}, "profiles": {},
+        "prepost_ms": prepost_costs(paths[0].read_bytes(), size, repeats),
     }
     x = val[:1]
     for model in eager:
@@ -134,6 +136,18 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, threads: i
     write_json(layout.precision_json, report)
     write_text(layout.precision_md, markdown(report))
     return report
+
+
+def prepost_costs(data: bytes, size: int, repeats: int) -> dict[str, float]:
+    """p50 ms of the served path's own work on one val portrait: decode + letterbox (the preprocess model)
+    and un-letterbox + encode in each output format (the postprocess model); the repository derives their
+    instance counts from these against the generator's time."""
+    x, box = prepost.letterbox(prepost.decode(data), size)
+    costs = {"decode": time_call(lambda: prepost.letterbox(prepost.decode(data), size), repeats, 2)["p50_ms"]}
+    for fmt in prepost.OUTPUT_FORMATS:
+        costs[f"encode_{fmt}"] = time_call(lambda f=fmt: prepost.encode(prepost.unletterbox(x, box), f), repeats,
+                                           2)["p50_ms"]
+    return costs
 
 
 def time_interleaved(calls: list, repeats: int, warmup: int = 5) -> list[dict]:

@@ -66,8 +66,8 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
     results = {}
     with progress_bar(4, "served bench") as bar:
         results["onnxruntime_network"] = _time(in_process_network, repeats, warmup)
-        results["onnxruntime_full_path"] = _time(lambda: prepost.encode_png(full_path(session, data)), repeats, warmup)
-        results["teacher_fp32_full_path"] = _time(lambda: prepost.encode_png(full_path(teacher, data)), repeats, warmup)
+        results["onnxruntime_full_path"] = _time(lambda: prepost.encode(full_path(session, data)), repeats, warmup)
+        results["teacher_fp32_full_path"] = _time(lambda: prepost.encode(full_path(teacher, data)), repeats, warmup)
         bar.advance()
         val = {p: p.read_bytes() for p in paths[:cfg.export.int8.val_images]}  # encoded, as clients send them
         reference = {(p, s): full_path(teacher, data, s) for p, data in val.items() for s in range(len(styles))}
@@ -82,8 +82,12 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
                 returned.update({(p, s): prepost.decode(png) for p, png in zip(val, pngs, strict=True)})
             bar.advance()
             results["triton_http"] = _time(lambda: client.stylize(data), repeats, warmup)
-            sweep = [concurrency_point(server, protocol, data, c, max(repeats, 4 * c), f"{cfg.model_name}_generator")
+            generator = f"{cfg.model_name}_generator"
+            sweep = [concurrency_point(server, protocol, data, c, max(repeats, 4 * c), generator)
                      for protocol in ("http", "grpc") for c in CONCURRENCY]
+            formats = {fmt: format_point(server, client, data, fmt, lambda f: prepost.encode(full_path(session, data),
+                                                                                              f), repeats, warmup,
+                                         generator) for fmt in prepost.OUTPUT_FORMATS}
         bar.advance()
     report = {
         "what": f"one {size}x{size} portrait, batch 1, sequential requests, {served['name']} as served; quality: "
@@ -94,7 +98,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
         "versions": {"onnxruntime": ort.__version__, "tritonserver": "2.51 (nvidia-pytriton 0.7.0, CPU)",
                      "python": platform.python_version()},
         "served": served, "resolution": size,
-        "repeats": repeats, "warmup": warmup, "latency_ms": results, "concurrency": sweep,
+        "repeats": repeats, "warmup": warmup, "latency_ms": results, "concurrency": sweep, "formats": formats,
         "quality": {"served": quality(reference, returned, styles),
                     "in_process": quality(reference, in_process, styles)},
         "triton_over_onnxruntime_full_path": results["triton_http"]["p50"] / results["onnxruntime_full_path"]["p50"],
@@ -126,6 +130,12 @@ def markdown(report: dict) -> str:
              "| path | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|",
              *(f"| {name} | {f['p50']:.1f} | {f['p95']:.1f} | {f['p99']:.1f} |"
                for name, f in report["latency_ms"].items()), "", *concurrency_table(report["concurrency"]), "",
+             "| format | bytes | served p50 ms | in process p50 ms | ratio | served images/s at 8 | in process "
+             "images/s at 8 | share |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+             *(f"| {fmt} | {f['bytes']} | {f['served_p50_ms']:.1f} | {f['in_process_p50_ms']:.1f} | "
+               f"{f['served_over_in_process_p50']:.2f} | {f['served_throughput']:.1f} | "
+               f"{f['in_process_throughput']:.1f} | {f['served_share_of_in_process_throughput']:.0%} |"
+               for fmt, f in report["formats"].items()), "",
              "| quality to the teacher's fp32 | style | PSNR dB | SSIM |", "|---|---|---:|---:|"]
     for where, q in report["quality"].items():
         for style, f in q["per_style"].items():
@@ -144,7 +154,8 @@ def concurrency_table(points: list[dict]) -> list[str]:
     return lines
 
 
-def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requests: int, generator: str) -> dict:
+def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requests: int, generator: str,
+                      fmt: str | None = None) -> dict:
     """`concurrency` clients, each sending requests back to back (JPEG in, PNG out) until
     `requests` are done in all: per-request latency, throughput, and from the server's statistics
     API the generator's mean queue and compute time per request over the same requests."""
@@ -161,7 +172,7 @@ def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requ
         ready.wait()  # connections made: all start together
         for _ in counter:  # shared: the threads take requests until all are sent
             start = time.perf_counter()
-            client.stylize(data)
+            client.stylize(data, fmt=fmt)
             spans.append((start, time.perf_counter()))
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -176,6 +187,26 @@ def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requ
             "generator_queue_ms": (after["queue_ns"] - before["queue_ns"]) / n / 1e6,
             "generator_compute_ms": (after["compute_ns"] - before["compute_ns"]) / n / 1e6,
             "generator_batches": after["executions"] - before["executions"]}
+
+
+def format_point(server, client, data: bytes, fmt: str, in_process, repeats: int, warmup: int,
+                 generator: str, concurrency: int = 8) -> dict:
+    """One output format: the served p50 at concurrency 1 and throughput at `concurrency` (HTTP), against
+    the in-process full path encoding the same format, sequentially and from as many threads."""
+    requests = max(repeats, 2 * concurrency)
+    served = _time(lambda: client.stylize(data, fmt=fmt), repeats, warmup)
+    local = _time(lambda: in_process(fmt), repeats, warmup)
+    many = concurrency_point(server, "http", data, concurrency, requests, generator, fmt)
+    with ThreadPoolExecutor(concurrency) as pool:  # ONNX Runtime and Pillow release the GIL
+        list(pool.map(lambda _: in_process(fmt), range(concurrency)))  # warm-up
+        start = time.perf_counter()
+        list(pool.map(lambda _: in_process(fmt), range(requests)))
+        local_throughput = requests / (time.perf_counter() - start)
+    return {"served_p50_ms": served["p50"], "in_process_p50_ms": local["p50"],
+            "served_over_in_process_p50": served["p50"] / local["p50"], "served_throughput": many["throughput"],
+            "in_process_throughput": local_throughput,
+            "served_share_of_in_process_throughput": many["throughput"] / local_throughput,
+            "bytes": len(client.stylize(data, fmt=fmt))}
 
 
 def _generator_stats(client, model: str) -> dict:

@@ -52,13 +52,16 @@ class Client:
         self.model = model or self._find_ensemble()
         self.styles = self._styles()
 
-    def stylize(self, image: bytes, style: str | None = None) -> bytes:
-        return self.stylize_many([image], style)[0]
+    def stylize(self, image: bytes, style: str | None = None, fmt: str | None = None,
+                quality: int | None = None) -> bytes:
+        return self.stylize_many([image], style, fmt, quality)[0]
 
-    def stylize_many(self, images: list[bytes], style: str | None = None) -> list[bytes]:
-        """One request per image, all in flight at once; results in input order. A rejected image
-        raises StylepressError with the server's message."""
-        pending = [self._submit(image, style) for image in images]
+    def stylize_many(self, images: list[bytes], style: str | None = None, fmt: str | None = None,
+                     quality: int | None = None) -> list[bytes]:
+        """One request per image, all in flight at once; results in input order, encoded as `fmt` (png,
+        jpeg, webp; default: the repository's) at `quality`. A rejected image raises StylepressError
+        with the server's message."""
+        pending = [self._submit(image, style, fmt, quality) for image in images]
         results = []
         for i, wait in enumerate(pending):
             try:
@@ -67,9 +70,15 @@ class Client:
                 raise StylepressError(f"image {i + 1}: the server rejected it: {_message(exc)}") from None
         return results
 
-    def _submit(self, image: bytes, style: str | None):
+    def _submit(self, image: bytes, style: str | None, fmt: str | None = None, quality: int | None = None):
         """Send one request; return a function that waits for its result."""
         inputs = [self._bytes_input("IMAGE", image)]
+        if fmt is not None:
+            inputs.append(self._bytes_input("FORMAT", fmt.encode()))
+        if quality is not None:
+            tensor = self._lib.InferInput("QUALITY", [1, 1], "INT32")
+            tensor.set_data_from_numpy(np.array([[quality]], dtype=np.int32))
+            inputs.append(tensor)
         if self.styles is not None:
             if style is None and not self.styles:
                 raise StylepressError(f"the server at {self.url} shows its style names only to admin-key holders: "

@@ -4,10 +4,11 @@ CPU provider. The ensemble's and the generator's config.pbtxt carry the variant 
 (`variant`, `model`, `precision`, `provider`), so a repository says what it serves.
 
 model_repository/
-  <name>/              ensemble: IMAGE (encoded JPEG/PNG/WebP) [+ STYLE name] -> STYLED (PNG bytes)
+  <name>/              ensemble: IMAGE (encoded JPEG/PNG/WebP) [+ STYLE name] [+ FORMAT, QUALITY] -> STYLED
+                       (PNG bytes, or the FORMAT asked: png | jpeg | webp)
   <name>_preprocess/   python: decode, EXIF-orient, limits, letterbox to the serving size
   <name>_generator/    the network: python + ONNX Runtime (target cpu) or onnxruntime_onnx
-  <name>_postprocess/  python: un-letterbox, resize to the original size, encode PNG
+  <name>_postprocess/  python: un-letterbox, resize to the original size, encode (PNG by default)
 
 Configs are built as `model_config_pb2.ModelConfig` messages and printed with text_format, so
 they are valid protobuf by construction; `check_repository` then checks them semantically.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,7 +63,8 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     if sc.target == "tensorrt":  # the whole ensemble must fit inside the engine's profile
         max_batch = _fit_profile(model_path, size, max_batch)
 
-    pre = _config(f"{name}_preprocess", max_batch, backend="python", instances=sc.instances)
+    pre_n, post_n, why = _prepost_instances(layout, sc, served)
+    pre = _config(f"{name}_preprocess", max_batch, backend="python", instances=pre_n)
     _io(pre.input, "IMAGE", pb.TYPE_STRING, [1])
     _io(pre.output, "INPUT", pb.TYPE_FP32, [3, size, size])
     _io(pre.output, "BOX", pb.TYPE_INT64, [6])
@@ -71,11 +75,14 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
 
     gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision, served["provider"])
 
-    post = _config(f"{name}_postprocess", max_batch, backend="python", instances=sc.instances)
+    post = _config(f"{name}_postprocess", max_batch, backend="python", instances=post_n)
     _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, size, size])
     _io(post.input, "BOX", pb.TYPE_INT64, [6])
     _io(post.output, "STYLED", pb.TYPE_STRING, [1])
-    _params(post, resolution=size, max_pixels=sc.max_pixels)
+    _params(post, resolution=size, max_pixels=sc.max_pixels, output_format=sc.output_format,
+            output_quality=sc.output_quality or "")
+    for config in (pre, post):  # the repository says how it sized them
+        _params(config, instances_from=why)
 
     ens = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch)
     _io(ens.input, "IMAGE", pb.TYPE_STRING, [1])
@@ -94,6 +101,10 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     step = ens.ensemble_scheduling.step.add(model_name=post.name, model_version=-1)
     step.input_map.update({"STYLED_RAW": "network_output", "BOX": "letterbox"})
     step.output_map["STYLED"] = "STYLED"
+    for tensor, dtype in (("FORMAT", pb.TYPE_STRING), ("QUALITY", pb.TYPE_INT32)):  # optional: png by default
+        for config in (ens, post):
+            _io(config.input, tensor, dtype, [1]).optional = True
+        step.input_map[tensor] = tensor
     for config in (ens, gen):  # the repository says what it serves
         _params(config, variant=served["name"], model=model, precision=precision, provider=served["provider"])
 
@@ -122,6 +133,29 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return repo
+
+
+def _prepost_instances(layout: RunLayout, sc, served: dict) -> tuple[int, int, str]:
+    """Pre- and postprocess instances from the bench's costs (report/precision.json): each gets as many
+    instances as its cost per image is a multiple of the generator's (batch 1 at the serving size), so
+    that decoding and encoding keep up with the network, between serving.instances and the CPU count.
+    Dynamic batching would not help them: their work is per image. Without bench figures:
+    serving.instances."""
+    if not layout.precision_json.is_file():
+        return sc.instances, sc.instances, "serving.instances (no bench figures)"
+    bench = json.loads(layout.precision_json.read_text())
+    costs = bench.get("prepost_ms", {})
+    gen = next((v["p50_ms"] for v in bench["variants"] if (v["model"], v["precision"], v["provider"]) ==
+                (served["model"], served["precision"], served["provider"])), None)
+    encode = costs.get(f"encode_{sc.output_format}")
+    if not gen or "decode" not in costs or encode is None:
+        return sc.instances, sc.instances, "serving.instances (no bench figures for them)"
+    cores = os.cpu_count() or 1
+
+    def fit(cost: float) -> int:
+        return max(sc.instances, min(cores, math.ceil(cost / gen)))
+    return fit(costs["decode"]), fit(encode), (f"bench: decode {costs['decode']:.1f} ms, encode {sc.output_format} "
+                                               f"{encode:.1f} ms, generator {gen:.1f} ms per image; {cores} CPUs")
 
 
 def _fit_profile(plan: Path, size: int, max_batch: int) -> int:

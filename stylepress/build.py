@@ -208,9 +208,11 @@ def _served(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
 def _deploy(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
     from .serving.k8s import write_k8s
     from .serving.monitoring import write_monitoring
+    from .serving.perf_input import write_perf_input
 
     t = write_monitoring(cfg, layout.root)
     write_k8s(cfg, layout.root)
+    write_perf_input(cfg, layout.root)
     log(f"deploy: alerts at error ratio {t['error_ratio']}, queue {t['queue_ms']} ms ({t['queue_ms_from']}), "
         f"{t['pending']} pending, CPU {t['cpu']}")
 
@@ -233,7 +235,8 @@ STAGES = (
     Stage("select", ("serving.model", "serving.precision", "serving.target", "export.cpu_provider",
                      "bench.objective", "gates"),
           _outputs_of("export", "bench"), lambda L: [L.selection], _select),
-    Stage("repo", ("name", "serving", "export.tensorrt"), _decision,
+    Stage("repo", ("name", "serving", "export.tensorrt"),
+          lambda cfg, L: {**_decision(cfg, L), **_hash_files(L.root, [L.precision_json])},  # pre/post costs
           lambda L: _files(L.repository), _repo),
     Stage("served", ("name", "data", "serving", "bench.repeats", "export.int8.val_images"),
           lambda cfg, L: {**_decision(cfg, L), **_outputs_of("repo")(cfg, L)},

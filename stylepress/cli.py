@@ -99,6 +99,9 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
             model: Annotated[str | None, typer.Option(help="Ensemble to call (default: the only one).")] = None,
             style: Annotated[str | None, typer.Option(help="Style name (default: the model's first).")] = None,
             size: Annotated[int, typer.Option(help="Offline: the serving size images are letterboxed to.")] = 256,
+            fmt: Annotated[str | None, typer.Option("--format", help="png | jpeg | webp (default: the output "
+                                                                     "file's suffix, else png).")] = None,
+            quality: Annotated[int | None, typer.Option(help="JPEG/WebP quality, 1-100 (default 92 / 90).")] = None,
             key_file: Annotated[Path | None, typer.Option(
                 help="With --url: the server's inference key (sent as its header for the protocol).")] = None,
             tls_ca: Annotated[Path | None, typer.Option(
@@ -115,7 +118,7 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
 
         key = read_key(key_file)
     for path in stylize_mod.run(images, output, style, checkpoint=checkpoint, size=size, url=url, grpc=grpc,
-                                model=model, key=key, tls_ca=tls_ca):
+                                model=model, key=key, tls_ca=tls_ca, fmt=fmt, quality=quality):
         print(path)
 
 
@@ -332,15 +335,17 @@ def proxy(repository: Annotated[Path, typer.Argument(help="The model repository 
 def deploy(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None):
     """Write what a deployment needs beside the repository: deploy/prometheus/rules.yml (+ rules.test.yml
     for `promtool test rules`), deploy/grafana/dashboard.json (thresholds from [serving.alerts] and the
-    served bench) and deploy/k8s/ (Deployment with the proxy sidecar, Service, HPA, PDB, KServe
-    InferenceService, Dockerfile)."""
+    served bench), deploy/k8s/ (Deployment with the proxy sidecar, Service, HPA, PDB, KServe
+    InferenceService, Dockerfile) and deploy/perf_analyzer/ (real portraits as perf_analyzer input)."""
     cfg = load_config(config, set_ or ())
     from stylepress.serving.k8s import write_k8s
     from stylepress.serving.monitoring import write_monitoring
+    from stylepress.serving.perf_input import write_perf_input
 
     run_dir = _run_dir(cfg, out)
     t = write_monitoring(cfg, run_dir)
     console.print(write_k8s(cfg, run_dir))
+    console.print(write_perf_input(cfg, run_dir))
     console.print(f"{RunLayout(run_dir).deploy}: error ratio > {t['error_ratio']}, queue > {t['queue_ms']} ms "
                   f"({t['queue_ms_from']}), pending > {t['pending']}, CPU > {t['cpu']}; window {t['window']}, "
                   f"hold {t['hold']}")

@@ -242,6 +242,9 @@ class ServingConfig(_Section):
     kind: Literal["cpu", "gpu"] = "cpu"  # instance kind for the onnxruntime target
     max_bytes: Int = Field(20 * 1024 * 1024, ge=1024)  # upload limit per image
     max_pixels: Int = Field(40_000_000, ge=1024)  # decoded-pixel limit per image
+    # What the server returns when a request names no FORMAT (png: lossless, zlib level 1)
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_quality: Int | None = Field(None, ge=1, le=100)  # jpeg/webp; None: 92 / 90
     alerts: AlertsConfig = AlertsConfig()
 
 

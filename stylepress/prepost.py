@@ -16,6 +16,9 @@ from PIL import Image, ImageOps
 FORMATS = ("JPEG", "PNG", "WEBP")
 MAX_BYTES = 20 * 1024 * 1024  # default upload limit
 MAX_PIXELS = 40_000_000  # default decoded-pixel limit (e.g. 8000 x 5000)
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}  # what the server can return
+DEFAULT_QUALITY = {"jpeg": 92, "webp": 90}
+PNG_LEVEL = 1
 
 
 class ImageError(ValueError):
@@ -96,7 +99,16 @@ def unletterbox(y: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.asarray(inner.resize((w, h), Image.BICUBIC))
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
+def encode(rgb: np.ndarray, fmt: str = "png", quality: int | None = None) -> bytes:
+    """RGB uint8 -> PNG (lossless, zlib level 1: about 4x faster than Pillow's default 6 for a few % more
+    bytes), JPEG or WebP at `quality` (default 92 / 90)."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ImageError(f"unknown output format {quote(fmt)}: png, jpeg or webp")
+    if quality is not None and not 1 <= quality <= 100:
+        raise ImageError(f"output quality {quality} is not between 1 and 100")
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    if fmt == "png":
+        Image.fromarray(rgb).save(buf, format="PNG", compress_level=PNG_LEVEL)
+    else:
+        Image.fromarray(rgb).save(buf, format=OUTPUT_FORMATS[fmt], quality=quality or DEFAULT_QUALITY[fmt])
     return buf.getvalue()

@@ -6,17 +6,14 @@ so an image stylized offline and through Triton's ensemble gives the same pixels
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import prepost
 from .errors import StylepressError
 from .fsutil import write_bytes
-from .images import SAVE_FORMATS, save_image
 from .models.spec import ArchSpec
 from .progress import progress_bar
 
@@ -40,31 +37,46 @@ def stylize_rgb(model: torch.nn.Module, rgb: np.ndarray, style: int, size: int) 
     return prepost.unletterbox(y[0].numpy(), box)
 
 
-def output_paths(images: list[Path], out: Path) -> list[Path]:
-    """OUT is a file for one input when it has an image extension, else a folder of <stem>.png."""
-    if len(images) == 1 and out.suffix.lower() in SAVE_FORMATS:
-        return [out]
-    return [out / f"{p.stem}.png" for p in images]
+SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def output_paths(images: list[Path], out: Path, fmt: str | None = None) -> tuple[list[Path], str]:
+    """OUT is a file for one input when it has an image extension (its suffix gives the format unless
+    `fmt` does), else a folder of <stem>.<format>. Returns the paths and the format (default png)."""
+    if len(images) == 1 and out.suffix.lower() in SUFFIX_FORMAT:
+        implied = SUFFIX_FORMAT[out.suffix.lower()]
+        if fmt is not None and fmt != implied:
+            raise StylepressError(f"--format {fmt} does not match the output file {out.name}")
+        return [out], implied
+    fmt = fmt or "png"
+    if fmt not in prepost.OUTPUT_FORMATS:
+        raise StylepressError(f"--format {prepost.quote(fmt)}: png, jpeg or webp")
+    ext = "jpg" if fmt == "jpeg" else fmt
+    return [out / f"{p.stem}.{ext}" for p in images], fmt
 
 
 def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str | Path | None = None,
         size: int = 256, url: str | None = None, grpc: bool = False, model: str | None = None,
-        key: str | None = None, tls_ca: Path | None = None) -> list[Path]:
+        key: str | None = None, tls_ca: Path | None = None, fmt: str | None = None,
+        quality: int | None = None) -> list[Path]:
+    """Stylize offline or through Triton; every output is encoded by prepost.encode (the server's code)."""
     if (checkpoint is None) == (url is None):
         raise StylepressError("give exactly one of --checkpoint (offline) or --url (a Triton server)")
     for p in images:  # fail before any work on a missing input
         if not p.is_file():
             raise StylepressError(f"image not found: {p}")
-    targets = output_paths(images, out)
+    if quality is not None and not 1 <= quality <= 100:
+        raise StylepressError(f"--quality {quality}: between 1 and 100")
+    targets, fmt = output_paths(images, out, fmt)
     with progress_bar(len(images), "stylize", enabled=len(images) > 1) as bar:
         if url is not None:
             from stylepress.serving import Client  # the core composes stages; only this path needs it
 
             client = Client(url, model=model, grpc=grpc, key=key, tls_ca=str(tls_ca) if tls_ca else None)
             for i in range(0, len(images), CHUNK):
-                pngs = client.stylize_many([p.read_bytes() for p in images[i:i + CHUNK]], style)
-                for dst, png in zip(targets[i:i + CHUNK], pngs, strict=True):
-                    _save_png(png, dst)
+                encoded = client.stylize_many([p.read_bytes() for p in images[i:i + CHUNK]], style, fmt, quality)
+                for dst, data in zip(targets[i:i + CHUNK], encoded, strict=True):
+                    write_bytes(dst, data)
                     bar.advance()
             return targets
         from .models import load_generator
@@ -78,13 +90,6 @@ def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str
                 rgb = prepost.decode(src.read_bytes())
             except prepost.ImageError as exc:
                 raise StylepressError(f"cannot read image {src}: {exc}") from None
-            save_image(Image.fromarray(stylize_rgb(net, rgb, idx, size)), dst)
+            write_bytes(dst, prepost.encode(stylize_rgb(net, rgb, idx, size), fmt, quality))
             bar.advance()
     return targets
-
-
-def _save_png(png: bytes, dst: Path) -> None:
-    if dst.suffix.lower() == ".png":
-        write_bytes(dst, png)
-    else:
-        save_image(Image.open(io.BytesIO(png)), dst)

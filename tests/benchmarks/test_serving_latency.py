@@ -30,3 +30,10 @@ def test_latency_report_records_all_paths_machine_and_versions(served, tmp_path)
         if q["psnr_db"] is not None:
             assert abs(q["psnr_db"] - other["psnr_db"]) < 0.1
         assert abs(q["ssim"] - other["ssim"]) < 1e-3
+    # Every output format, served against the in-process full path with the same encoder.
+    assert set(report["formats"]) == {"png", "jpeg", "webp"}
+    for f in report["formats"].values():
+        assert f["served_p50_ms"] > 0 and f["in_process_p50_ms"] > 0 and f["served_throughput"] > 0
+        assert f["in_process_throughput"] > 0 and f["bytes"] > 0
+    assert report["formats"]["jpeg"]["bytes"] < report["formats"]["png"]["bytes"]
+    assert "| jpeg |" in (run_dir / "report" / "serving_latency.md").read_text()

@@ -53,3 +53,21 @@ def test_manifests_validate_for_each_target(tmp_path, target):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json.loads(SCHEMA.read_text()))
     assert ("nvcr.io/nvidia/tritonserver" in (folder / "Dockerfile").read_text()) == (target != "cpu")
+
+
+def test_perf_analyzer_input_holds_real_portraits_and_styles(exported_copy):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from stylepress.serving.perf_input import write_perf_input
+
+    config, run_dir = exported_copy
+    folder = write_perf_input(load_config(config), run_dir)
+    rows = json.loads((folder / "input_data.json").read_text())["data"]
+    assert rows  # the tiny run's val portrait(s)
+    for row in rows:
+        assert Image.open(io.BytesIO(base64.b64decode(row["IMAGE"]["b64"]))).size[0] > 100
+        assert row["IMAGE"]["shape"] == [1] and row["STYLE"]["content"][0] in ("sketch", "oil")
+    assert "--input-data input_data.json" in (folder / "README.md").read_text()

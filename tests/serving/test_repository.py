@@ -1,6 +1,7 @@
 """The repository writer and `repo --check`: every repository the tool writes passes the check;
 each kind of breakage is rejected with a one-line error naming the problem."""
 
+import json
 import shutil
 
 import pytest
@@ -200,6 +201,27 @@ def test_single_style_model_has_no_style_input(tmp_path):
     cfg = load_config(config, ["serving.precision=fp32"])
     export.run(cfg, run_dir, show_progress=False)
     configs = serving.check_repository(write_repo(cfg, run_dir))
-    assert [i.name for i in configs["tiny"].input] == ["IMAGE"]
+    assert [(i.name, i.optional) for i in configs["tiny"].input] == [("IMAGE", False), ("FORMAT", True),
+                                                                      ("QUALITY", True)]  # no STYLE
     assert [i.name for i in configs["tiny_generator"].input] == ["image"]
     assert "STYLE_INDEX" not in [o.name for o in configs["tiny_preprocess"].output]
+
+
+def test_pre_and_postprocess_instances_follow_the_benchs_costs(exported_copy, tmp_path, monkeypatch):
+    """Encoding at 2.5x the generator's time per image gets ceil(2.5) = 3 postprocess instances (up to the
+    CPU count); decoding at half of it keeps serving.instances."""
+    import os
+
+    config, run_dir = exported_copy
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    (run_dir / "report").mkdir(exist_ok=True)
+    (run_dir / "report" / "precision.json").write_text(json.dumps({
+        "variants": [{"model": "teacher", "precision": "fp32", "provider": p, "p50_ms": 20.0, "p95_ms": 21.0,
+                      "psnr_db_vs_teacher": 99.0, "ssim_vs_teacher": 1.0} for p in ("default", "openvino", "eager")],
+        "prepost_ms": {"decode": 10.0, "encode_png": 50.0, "encode_jpeg": 5.0, "encode_webp": 30.0}}))
+    configs = serving.check_repository(_write((config, run_dir), tmp_path))
+    pre, post = configs["tiny_preprocess"], configs["tiny_postprocess"]
+    assert (pre.instance_group[0].count, post.instance_group[0].count) == (1, 3)
+    assert "encode png 50.0 ms" in post.parameters["instances_from"].string_value
+    configs = serving.check_repository(_write((config, run_dir), tmp_path / "j", 'output_format = "jpeg"\n'))
+    assert configs["tiny_postprocess"].instance_group[0].count == 1

@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
+from stylepress.errors import StylepressError
 from stylepress.serving import Client
 
 
@@ -90,3 +91,25 @@ def test_stylize_cli_through_the_server_writes_pngs(served, tmp_path):
                      "--style", "nope")
     assert result.returncode == 2 and "unknown style 'nope'" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("grpc", [False, True], ids=["http", "grpc"])
+def test_output_formats_are_chosen_per_request(served, grpc):
+    """FORMAT/QUALITY are optional ensemble inputs: PNG (lossless) by default, JPEG and WebP on request."""
+    client = Client(served.server.grpc_url if grpc else served.server.http_url, grpc=grpc)
+    data = _portraits(served)[0]
+    want = served.offline(data, "oil").astype(float)
+    for fmt, signature, min_db in (("png", b"\x89PNG", None), ("jpeg", b"\xff\xd8\xff", 30), ("webp", b"RIFF", 30)):
+        out = client.stylize(data, "oil", fmt=fmt, quality=90)
+        assert out.startswith(signature), fmt
+        got = np.asarray(Image.open(io.BytesIO(out)).convert("RGB")).astype(float)
+        mse = np.mean((got - want) ** 2)
+        assert (mse <= 1) if min_db is None else 10 * np.log10(255 ** 2 / mse) > min_db, fmt
+    assert client.stylize(data, "oil").startswith(b"\x89PNG")  # no FORMAT: the repository's default
+    small, large = (len(client.stylize(data, "oil", fmt="jpeg", quality=q)) for q in (20, 95))
+    assert small < large
+    with pytest.raises(StylepressError, match="unknown output format 'gif'"):
+        client.stylize(data, "oil", fmt="gif")
+    with pytest.raises(StylepressError, match="quality 0 is not between 1 and 100"):
+        client.stylize(data, "oil", fmt="jpeg", quality=0)
+    assert served.server.is_ready()
