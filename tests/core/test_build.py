@@ -265,7 +265,7 @@ def test_a_build_killed_mid_export_reruns_to_a_verified_manifest(tmp_path):
 
 def test_bad_stage_names_are_one_line_errors(tmp_path):
     config, run_dir = _config(tmp_path)
-    result = run_cli("build", config, "--out", run_dir, "--from", "deploy")
+    result = run_cli("build", config, "--out", run_dir, "--from", "publish")
     assert result.returncode == 2 and "not a stage" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("verify", tmp_path / "nowhere")
     assert result.returncode == 2 and "manifest.json not found" in result.stderr
