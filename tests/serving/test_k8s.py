@@ -71,3 +71,16 @@ def test_perf_analyzer_input_holds_real_portraits_and_styles(exported_copy):
         assert Image.open(io.BytesIO(base64.b64decode(row["IMAGE"]["b64"]))).size[0] > 100
         assert row["IMAGE"]["shape"] == [1] and row["STYLE"]["content"][0] in ("sketch", "oil")
     assert "--input-data input_data.json" in (folder / "README.md").read_text()
+
+
+def test_deploy_cli_writes_monitoring_manifests_and_perf_input(exported_copy):
+    from conftest import run_cli
+
+    config, run_dir = exported_copy
+    result = run_cli("deploy", config, "--out", run_dir)
+    assert result.returncode == 0, result.stderr
+    deploy = run_dir / "deploy"
+    for path in ("prometheus/rules.yml", "prometheus/rules.test.yml", "grafana/dashboard.json", "k8s/triton.yaml",
+                 "k8s/kserve.yaml", "k8s/Dockerfile", "perf_analyzer/input_data.json"):
+        assert (deploy / path).is_file(), path
+    assert "no served figures" in " ".join(result.stderr.split())  # the queue threshold's fallback, said
