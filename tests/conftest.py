@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stylepress.demo import DEMO_PHOTOS
-from stylepress.models.spec import ArchSpec
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 # Hermetic: caches go under the repository's .cache/ (git-ignored; the Triton runtime is installed
 # there once and shared by later runs), never into the user's ~/.cache. Set the variables to override.
 for _var, _sub in (("STYLEPRESS_CACHE", "stylepress"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib")):
     os.environ.setdefault(_var, str(REPO / ".cache" / _sub))
+
+from stylepress.demo import DEMO_PHOTOS  # noqa: E402 (after the cache variables: it imports matplotlib)
+from stylepress.models.spec import ArchSpec  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):

@@ -4,11 +4,15 @@ into a fresh family generator, whose weights `stylepress import` then reads with
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import run_cli, tiny_run
 
 from stylepress.benchmarks.family_teachers import OneStyle
 from stylepress.models import load_generator
+
+# A distillation run into a published family: the e2e tier.
+pytestmark = pytest.mark.e2e
 
 
 def _suite(*args):

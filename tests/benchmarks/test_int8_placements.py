@@ -3,6 +3,7 @@
 import shutil
 import textwrap
 
+import pytest
 import torch
 from conftest import DEMO_PHOTOS, TINY_SPEC
 
@@ -10,6 +11,9 @@ from stylepress import export
 from stylepress.benchmarks import int8_placements
 from stylepress.config import load_config
 from stylepress.models import build_generator, save_generator
+
+# Two static quantizations and a bench: the e2e tier.
+pytestmark = pytest.mark.e2e
 
 
 def test_a_single_style_model_is_measured(tmp_path):

@@ -6,6 +6,9 @@ from stylepress.benchmarks import precision
 from stylepress.config import load_config
 from stylepress.export.runtime import available_cpu_providers
 
+# The whole precision bench over every variant: the e2e tier.
+pytestmark = pytest.mark.e2e
+
 
 def test_precision_report_covers_every_variant_and_point_with_quality_memory_and_a_profile_when_slow(tmp_path):
     config, run_dir = tiny_run(tmp_path)

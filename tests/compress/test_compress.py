@@ -17,6 +17,9 @@ from stylepress.errors import StylepressError
 from stylepress.models import ArchSpec, build_generator, load_generator, save_generator
 from stylepress.models.layers import StyleNorm
 
+# Real pruning and distillation runs: the e2e tier, not unit.
+pytestmark = pytest.mark.e2e
+
 SMALL = TINY_SPEC.model_copy(update={"kwargs": {"ngf": 16, "n_blocks": 3, "norm": "instance", "num_styles": 2}})
 
 

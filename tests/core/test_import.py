@@ -79,6 +79,7 @@ def imported(tmp_path_factory):
     return merged, runs, photos
 
 
+@pytest.mark.e2e  # the fixture exports four published generators through the parity gate (about 2 min)
 @pytest.mark.parametrize("arch", list(FAMILIES))
 def test_each_family_imports_with_its_published_parameter_count_and_exports_with_parity(imported, arch):
 

@@ -16,6 +16,9 @@ from stylepress.models import load_generator
 from stylepress.train import trainer
 from stylepress.train.trainer import read_log
 
+# Real training runs (seconds to minutes each): the e2e tier, not unit.
+pytestmark = pytest.mark.e2e
+
 
 def _state_step(teacher) -> int:
     return torch.load(teacher / "state.pt", weights_only=True)["step"]
