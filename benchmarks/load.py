@@ -1,6 +1,7 @@
 """The load suite: N requests of real portraits from C concurrent clients through the served repository,
-over HTTP then gRPC, every response checked; errors by kind, latency percentiles, throughput, and the
-resident memory of tritonserver and every process it started (its Python-backend stubs) over time.
+half over HTTP and half over gRPC at the same time, every response checked; errors by kind, latency
+percentiles, throughput, and the resident memory of tritonserver and every process it started (its
+Python-backend stubs) over time.
 
 `python -m stylepress.benchmarks load CONFIG [--requests 10000] [--concurrency 16] [--format png]`
 writes report/load.{json,md}. Leaks show as RSS growth between the first and second half of the run.
@@ -76,13 +77,15 @@ class MemorySampler(threading.Thread):
                                  "rss_mb": {f"{name}[{pid}]": rss_mb(pid) for pid, name in tree.items()}})
             self.halt.wait(self.every_s)
 
-    def growth(self) -> dict[str, dict]:
-        """Per process: mean RSS over the first and the second half of the samples, and their ratio."""
-        half = len(self.samples) // 2
+    def growth(self, warmup: float = 0.1) -> dict[str, dict]:
+        """Per process: mean RSS over the first and the second half of the samples after the first
+        `warmup` fraction (sessions, buffers and connections are made then), and their ratio."""
+        steady = self.samples[int(len(self.samples) * warmup):]
+        half = len(steady) // 2
         out = {}
-        for proc in {p for s in self.samples for p in s["rss_mb"]}:
-            first = [s["rss_mb"][proc] for s in self.samples[:half] if s["rss_mb"].get(proc)]
-            second = [s["rss_mb"][proc] for s in self.samples[half:] if s["rss_mb"].get(proc)]
+        for proc in {p for s in steady for p in s["rss_mb"]}:
+            first = [s["rss_mb"][proc] for s in steady[:half] if s["rss_mb"].get(proc)]
+            second = [s["rss_mb"][proc] for s in steady[half:] if s["rss_mb"].get(proc)]
             if first and second:
                 out[proc] = {"first_half_mb": float(np.mean(first)), "second_half_mb": float(np.mean(second)),
                              "growth": float(np.mean(second) / np.mean(first) - 1)}
@@ -146,24 +149,27 @@ def run(cfg: Config, run_dir: str | Path, requests: int = 10_000, concurrency: i
         data = path.read_bytes()
         h, w = prepost.decode(data).shape[:2]  # upright (EXIF): the size the server returns
         portraits.append((data, (w, h)))
-    per_protocol = requests // len(protocols)
+    per_protocol, clients = requests // len(protocols), max(1, concurrency // len(protocols))
     with serving.local_server(layout.repository, layout.server_log) as server:
         server.wait_ready()
         styles = serving.Client(server.http_url).styles
         sampler = MemorySampler(server.process.pid)
         sampler.start()
-        with progress_bar(per_protocol * len(protocols), f"load {concurrency} clients") as bar:
-            results = [drive(server.grpc_url if p == "grpc" else server.http_url, p, portraits, styles, per_protocol,
-                             concurrency, fmt, bar) for p in protocols]
+        # The protocols at once, each with its share of the clients: both halves of the run see the same mix.
+        with progress_bar(per_protocol * len(protocols), f"load {clients * len(protocols)} clients") as bar, \
+                ThreadPoolExecutor(len(protocols)) as pool:
+            results = list(pool.map(lambda p: drive(server.grpc_url if p == "grpc" else server.http_url, p, portraits,
+                                                    styles, per_protocol, clients, fmt, bar), protocols))
         sampler.halt.set()
         sampler.join()
         ready_after = server.is_ready()
     growth = sampler.growth()
     report = {
-        "what": f"{per_protocol} requests per protocol from {concurrency} concurrent clients, {len(portraits)} val "
-                f"portraits in turn{' and every style' if styles else ''}, {fmt} out; every response checked "
-                "(format and the portrait's size); RSS of tritonserver and each process it started, sampled every "
-                "second, first half against second half",
+        "what": f"{per_protocol} requests per protocol from {clients} concurrent clients each, "
+                f"{'/'.join(protocols)} at once, {len(portraits)} val portraits in turn"
+                f"{' and every style' if styles else ''}, {fmt} out; every response checked (format and the "
+                "portrait's size); RSS of tritonserver and each process it started, sampled every second, first "
+                "half against second half after the first 10 % (warm-up)",
         "date": now(), "machine": describe(), "format": fmt, "protocols": results,
         "errors": sum(sum(r["errors"].values()) for r in results), "ready_after": ready_after, "rss_growth": growth,
         "max_rss_growth": max((g["growth"] for g in growth.values()), default=0.0),

@@ -36,6 +36,8 @@ from stylepress.machine import describe, now
 from stylepress.models.spec import read_spec
 from stylepress.progress import progress_bar
 
+from .precision import time_interleaved
+
 CONCURRENCY = (1, 2, 4, 8)
 
 
@@ -194,16 +196,17 @@ def format_point(server, client, data: bytes, fmt: str, in_process, repeats: int
     """One output format: the served p50 at concurrency 1 and throughput at `concurrency` (HTTP), against
     the in-process full path encoding the same format, sequentially and from as many threads."""
     requests = max(repeats, 2 * concurrency)
-    served = _time(lambda: client.stylize(data, fmt=fmt), repeats, warmup)
-    local = _time(lambda: in_process(fmt), repeats, warmup)
+    # Interleaved, one of each per round: drift on a shared machine hits both alike.
+    served, local = time_interleaved([lambda: client.stylize(data, fmt=fmt), lambda: in_process(fmt)], repeats,
+                                     warmup)
     many = concurrency_point(server, "http", data, concurrency, requests, generator, fmt)
     with ThreadPoolExecutor(concurrency) as pool:  # ONNX Runtime and Pillow release the GIL
         list(pool.map(lambda _: in_process(fmt), range(concurrency)))  # warm-up
         start = time.perf_counter()
         list(pool.map(lambda _: in_process(fmt), range(requests)))
         local_throughput = requests / (time.perf_counter() - start)
-    return {"served_p50_ms": served["p50"], "in_process_p50_ms": local["p50"],
-            "served_over_in_process_p50": served["p50"] / local["p50"], "served_throughput": many["throughput"],
+    return {"served_p50_ms": served["p50_ms"], "in_process_p50_ms": local["p50_ms"],
+            "served_over_in_process_p50": served["p50_ms"] / local["p50_ms"], "served_throughput": many["throughput"],
             "in_process_throughput": local_throughput,
             "served_share_of_in_process_throughput": many["throughput"] / local_throughput,
             "bytes": len(client.stylize(data, fmt=fmt))}
