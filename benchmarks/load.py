@@ -77,19 +77,22 @@ class MemorySampler(threading.Thread):
                                  "rss_mb": {f"{name}[{pid}]": rss_mb(pid) for pid, name in tree.items()}})
             self.halt.wait(self.every_s)
 
-    def growth(self, warmup: float = 0.1) -> dict[str, dict]:
-        """Per process: mean RSS over the first and the second half of the samples after the first
-        `warmup` fraction (sessions, buffers and connections are made then), and their ratio."""
-        steady = self.samples[int(len(self.samples) * warmup):]
-        half = len(steady) // 2
-        out = {}
-        for proc in {p for s in steady for p in s["rss_mb"]}:
-            first = [s["rss_mb"][proc] for s in steady[:half] if s["rss_mb"].get(proc)]
-            second = [s["rss_mb"][proc] for s in steady[half:] if s["rss_mb"].get(proc)]
-            if first and second:
-                out[proc] = {"first_half_mb": float(np.mean(first)), "second_half_mb": float(np.mean(second)),
-                             "growth": float(np.mean(second) / np.mean(first) - 1)}
-        return out
+def growth(samples: list[dict], warmup: float = 0.1) -> dict[str, dict]:
+    """Per process: mean RSS over the first and the second half of the samples after the first `warmup`
+    fraction (sessions, buffers and connections are made then), their ratio, and the drift between the
+    last two quarters (a leak keeps climbing there; a warm-up that outlasted `warmup` does not)."""
+    steady = samples[int(len(samples) * warmup):]
+    half, quarter = len(steady) // 2, len(steady) // 4
+    out = {}
+    for proc in {p for s in steady for p in s["rss_mb"]}:
+        series = [s["rss_mb"].get(proc) for s in steady]
+        first, second = [v for v in series[:half] if v], [v for v in series[half:] if v]
+        q3, q4 = [v for v in series[half:half + quarter] if v], [v for v in series[half + quarter:] if v]
+        if first and second:
+            out[proc] = {"first_half_mb": float(np.mean(first)), "second_half_mb": float(np.mean(second)),
+                         "growth": float(np.mean(second) / np.mean(first) - 1),
+                         "last_quarters_drift": float(np.mean(q4) / np.mean(q3) - 1) if q3 and q4 else None}
+    return out
 
 
 def _check(data: bytes, fmt: str, size: tuple[int, int]) -> str | None:
@@ -163,7 +166,7 @@ def run(cfg: Config, run_dir: str | Path, requests: int = 10_000, concurrency: i
         sampler.halt.set()
         sampler.join()
         ready_after = server.is_ready()
-    growth = sampler.growth()
+    by_process = growth(sampler.samples)
     report = {
         "what": f"{per_protocol} requests per protocol from {clients} concurrent clients each, "
                 f"{'/'.join(protocols)} at once, {len(portraits)} val portraits in turn"
@@ -171,8 +174,8 @@ def run(cfg: Config, run_dir: str | Path, requests: int = 10_000, concurrency: i
                 "portrait's size); RSS of tritonserver and each process it started, sampled every second, first "
                 "half against second half after the first 10 % (warm-up)",
         "date": now(), "machine": describe(), "format": fmt, "protocols": results,
-        "errors": sum(sum(r["errors"].values()) for r in results), "ready_after": ready_after, "rss_growth": growth,
-        "max_rss_growth": max((g["growth"] for g in growth.values()), default=0.0),
+        "errors": sum(sum(r["errors"].values()) for r in results), "ready_after": ready_after, "rss_growth": by_process,
+        "max_rss_growth": max((g["growth"] for g in by_process.values()), default=0.0),
         "rss_timeline": sampler.samples,
     }
     write_json(layout.report / "load.json", report)
@@ -186,7 +189,8 @@ def markdown(report: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---:|",
              *(f"| {r['protocol']} | {r['requests']} | {sum(r['errors'].values())} | {r['p50_ms']:.1f} | "
                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['throughput']:.1f} |" for r in report["protocols"]), "",
-             "| process | RSS MiB, first half | second half | growth |", "|---|---:|---:|---:|",
-             *(f"| {p} | {g['first_half_mb']:.0f} | {g['second_half_mb']:.0f} | {g['growth']:+.1%} |"
-               for p, g in sorted(report["rss_growth"].items()))]
+             "| process | RSS MiB, first half | second half | growth | drift, last two quarters |",
+             "|---|---:|---:|---:|---:|",
+             *(f"| {p} | {g['first_half_mb']:.0f} | {g['second_half_mb']:.0f} | {g['growth']:+.1%} | "
+               f"{g['last_quarters_drift']:+.1%} |" for p, g in sorted(report["rss_growth"].items()))]
     return "\n".join(lines) + "\n"
