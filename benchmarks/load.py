@@ -114,7 +114,11 @@ def drive(url: str, protocol: str, portraits: list[tuple[bytes, tuple[int, int]]
     ready = threading.Barrier(concurrency)
 
     def worker(_):
-        client = serving.Client(url, grpc=protocol == "grpc")  # one per thread (the HTTP client is per thread)
+        try:
+            client = serving.Client(url, grpc=protocol == "grpc")  # one per thread (the HTTP client is per thread)
+        except StylepressError:
+            ready.abort()  # the others stop waiting for this one
+            raise
         ready.wait()
         while (i := next(counter)) < requests:
             data, size = portraits[i % len(portraits)]
@@ -192,5 +196,6 @@ def markdown(report: dict) -> str:
              "| process | RSS MiB, first half | second half | growth | drift, last two quarters |",
              "|---|---:|---:|---:|---:|",
              *(f"| {p} | {g['first_half_mb']:.0f} | {g['second_half_mb']:.0f} | {g['growth']:+.1%} | "
-               f"{g['last_quarters_drift']:+.1%} |" for p, g in sorted(report["rss_growth"].items()))]
+               f"{'n/a' if g['last_quarters_drift'] is None else format(g['last_quarters_drift'], '+.1%')} |"
+               for p, g in sorted(report["rss_growth"].items()))]
     return "\n".join(lines) + "\n"

@@ -27,7 +27,17 @@ from stylepress.layout import RunLayout
 
 from . import proxy
 from .monitoring import thresholds
-from .runtime import ADMIN_APIS, ADMIN_HEADER, ENV_PACKAGES, INFERENCE_APIS, INFERENCE_HEADER, PYTRITON
+from .runtime import (
+    ADMIN_APIS,
+    ADMIN_HEADER,
+    ENV_PACKAGES,
+    INFERENCE_APIS,
+    INFERENCE_HEADER,
+    PRELOAD,
+    PYTRITON,
+    key_variable,
+    restriction_args,
+)
 
 KUBERNETES_VERSION = "1.30.0"  # the manifests are validated against it (kubernetes-validate --strict)
 TRITON_VERSION = "24.10"  # NVIDIA's container with Triton 2.51, the version the repository targets
@@ -38,6 +48,7 @@ QUEUE_METRIC = "stylepress_queue_ms_per_request"  # served by the Prometheus ada
 MAX_REPLICAS = 8
 TRITON_BASE_MB = 512  # tritonserver and its Python-backend stubs before any model, measured locally
 CPU_TRITON = "/opt/triton/pytriton/tritonserver"
+PRELOAD_SO = "/opt/stylepress/preload.so"  # built into the image from preload.c (Dockerfile)
 
 
 def _queue_query(name: str, selector: str, window: str = "2m") -> str:
@@ -65,27 +76,34 @@ def _resources(cfg: Config, layout: RunLayout) -> dict:
     return out
 
 
+def _key_args(value) -> list[str]:
+    """The API restrictions, each key given as `value(header)`."""
+    return [*restriction_args(ADMIN_APIS, ADMIN_HEADER, value(ADMIN_HEADER)),
+            *restriction_args(INFERENCE_APIS, INFERENCE_HEADER, value(INFERENCE_HEADER))]
+
+
 def _triton_args(cfg: Config) -> list[str]:
-    admin = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}=$(ADMIN_KEY)"  # Kubernetes expands $(VAR) from env
-    inference = f"{','.join(INFERENCE_APIS)}:{INFERENCE_HEADER}=$(INFERENCE_KEY)"
+    """HTTP on loopback: only the proxy in the same pod reaches it (no pod can skip its body cap). The keys
+    are preload.c's placeholders, filled in from the environment before main(): not in the pod's `ps`."""
     args = ["--model-repository=/models", "--model-control-mode=none", "--disable-auto-complete-config",
-            "--strict-readiness=true", "--exit-on-error=true", f"--http-port={HTTP}", f"--grpc-port={GRPC}",
-            f"--metrics-port={METRICS}", "--grpc-use-ssl=true", "--grpc-server-cert=/tls/tls.crt",
-            "--grpc-server-key=/tls/tls.key"]
-    for spec in (admin, inference):
-        args += [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]
+            "--strict-readiness=true", "--exit-on-error=true", "--http-address=127.0.0.1", f"--http-port={HTTP}",
+            f"--grpc-port={GRPC}", f"--metrics-port={METRICS}", "--grpc-use-ssl=true",
+            "--grpc-server-cert=/tls/tls.crt", "--grpc-server-key=/tls/tls.key",
+            *_key_args(lambda header: f"@{key_variable(header)}@")]
     if cfg.serving.target == "cpu":
         args.append(f"--backend-directory={CPU_TRITON}/backends")
     return args
 
 
-def _key_env() -> list[dict]:
-    return [{"name": var, "valueFrom": {"secretKeyRef": {"name": "stylepress-keys", "key": key}}}
-            for var, key in (("ADMIN_KEY", "admin-key"), ("INFERENCE_KEY", "inference-key"))]
+def _key_env(names) -> list[dict]:
+    return [{"name": names(header), "valueFrom": {"secretKeyRef": {"name": "stylepress-keys", "key": header}}}
+            for header in (ADMIN_HEADER, INFERENCE_HEADER)]
 
 
 def _probe(path: str, **timing) -> dict:
-    return {"httpGet": {"path": path, "port": HTTP}, "periodSeconds": 10, "timeoutSeconds": 5, **timing}
+    """Through the proxy (Triton's HTTP is on loopback); health is open there without a key."""
+    return {"httpGet": {"path": path, "port": HTTPS, "scheme": "HTTPS"}, "periodSeconds": 10, "timeoutSeconds": 5,
+            **timing}
 
 
 def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
@@ -96,9 +114,9 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
     labels = {"app.kubernetes.io/name": "stylepress", "app.kubernetes.io/instance": name}
     command = [f"{CPU_TRITON}/bin/tritonserver"] if sc.target == "cpu" else ["tritonserver"]
     triton = {
-        "name": "triton", "image": image, "command": command, "args": _triton_args(cfg), "env": _key_env(),
-        "ports": [{"name": "http", "containerPort": HTTP}, {"name": "grpc", "containerPort": GRPC},
-                  {"name": "metrics", "containerPort": METRICS}],
+        "name": "triton", "image": image, "command": command, "args": _triton_args(cfg),
+        "env": [*_key_env(key_variable), {"name": "LD_PRELOAD", "value": PRELOAD_SO}],
+        "ports": [{"name": "grpc", "containerPort": GRPC}, {"name": "metrics", "containerPort": METRICS}],
         "resources": _resources(cfg, layout),
         "startupProbe": _probe("/v2/health/ready", failureThreshold=60),
         "readinessProbe": _probe("/v2/health/ready", failureThreshold=3),
@@ -156,11 +174,13 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
     adapter = {"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": f"{name}-prometheus-adapter-rules", "labels": labels},
                "data": {"config.yaml": yaml.safe_dump(adapter_rule, sort_keys=False, width=10_000)}}
-    # KServe's runtime sets the repository (/mnt/models), ports and probes; TLS is its ingress's job.
+    # KServe's runtime sets the repository (/mnt/models), ports and probes; TLS is its ingress's job. Its
+    # image has no preload: Kubernetes expands $(VAR) into the arguments (the pod's own `ps` shows them).
     isvc_triton = {"storageUri": f"pvc://stylepress-models/{RunLayout(Path()).repository.name}",
-                   "runtimeVersion": f"{TRITON_VERSION}-py3", "protocolVersion": "v2", "env": _key_env(),
-                   "args": [a for a in _triton_args(cfg) if a.startswith(("--http-restricted", "--grpc-restricted",
-                                                                           "--strict", "--disable-auto"))],
+                   "runtimeVersion": f"{TRITON_VERSION}-py3", "protocolVersion": "v2",
+                   "env": _key_env(lambda header: header.upper().replace("-", "_")),
+                   "args": ["--strict-readiness=true", "--disable-auto-complete-config",
+                            *_key_args(lambda header: f"$({header.upper().replace('-', '_')})")],
                    "resources": triton["resources"]}
     isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {
         "name": name, "labels": labels, "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment",
@@ -174,21 +194,25 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
 
 
 def dockerfile(cfg: Config) -> str:
+    """The image: preload.c built in a first stage (keys out of `ps`), then NVIDIA's Triton (GPU targets)
+    or the CPU runtime of serving/runtime.py, and the model repository. Build from the run directory."""
+    head = f"""# in the run directory: docker build -f deploy/k8s/Dockerfile -t stylepress/{cfg.model_name}-triton:TAG .
+FROM gcc:12 AS preload
+COPY deploy/k8s/{PRELOAD.name} /src/
+RUN gcc -shared -fPIC -O2 -o /preload.so /src/{PRELOAD.name}
+"""
     if cfg.serving.target != "cpu":
-        return (f"# Triton {TRITON_VERSION} (2.51) with this run's model repository; build from the run directory.\n"
-                f"FROM {TRITON_IMAGE}\nCOPY model_repository /models\n")
-    packages = " ".join(f'"{p}"' for p in ENV_PACKAGES)
-    return f"""# The CPU Triton runtime stylepress runs locally (serving/runtime.py), with this run's model
-# repository; build from the run directory: docker build -f deploy/k8s/Dockerfile .
-FROM python:3.11-slim
+        body = f"FROM {TRITON_IMAGE}\n"
+    else:
+        packages = " ".join(f'"{p}"' for p in ENV_PACKAGES)
+        body = f"""FROM python:3.11-slim
 RUN pip install --no-cache-dir --no-deps --target /opt/triton {PYTRITON} \\
  && cp /opt/triton/pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub \\
        {CPU_TRITON}/backends/python/ \\
  && python -m venv /opt/triton-env && /opt/triton-env/bin/pip install --no-cache-dir {packages}
 ENV PATH=/opt/triton-env/bin:$PATH PYTHONDONTWRITEBYTECODE=1
-COPY model_repository /models
-USER 1000
 """
+    return head + body + f"COPY --from=preload /preload.so {PRELOAD_SO}\nCOPY model_repository /models\nUSER 1000\n"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -201,4 +225,5 @@ def write_k8s(cfg: Config, run_dir: str | Path) -> Path:
     for file, docs in manifests(cfg, Path(run_dir)).items():
         write_text(folder / file, yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=10_000))
     write_text(folder / "Dockerfile", dockerfile(cfg))
+    write_text(folder / PRELOAD.name, PRELOAD.read_text())
     return folder

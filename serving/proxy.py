@@ -6,13 +6,15 @@ half-sent bodies. Triton's HTTP front end crashed on one >= 4 MiB form-encoded P
 cannot be patched): behind the proxy it never sees one. Hand-written text because nginx's config has no
 well-kept generator; `nginx -t` checks every file this writes.
 
-The key never goes into nginx.conf: the config includes `inference-key.map` beside it (`"KEY" 1;`),
-written with mode 0600 by `write_config`, or by the operator on a production host.
+The key never goes into nginx.conf: the config includes `inference-key.map` beside it, one line
+`"~^KEY$" 1;` (an anchored regex with the key's dots escaped: nginx matches plain map strings
+case-insensitively), written with mode 0600 by `write_config`, or by the operator on a production host.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,7 +58,7 @@ def nginx_conf(upstream: str, listen: str, models: list[str], max_bytes: int, tl
     types = "\n".join(f'        "{t}" 1;' for t in CONTENT_TYPES)
     return f"""# stylepress: the guard in front of Triton's HTTP port (serving/proxy.py). Start with
 #   nginx -p <this folder> -c nginx.conf -g 'daemon off;'
-# {KEY_MAP} beside this file holds the inference key as one line `"KEY" 1;` (mode 0600).
+# {KEY_MAP} beside this file holds the inference key as one line `"~^KEY$" 1;`: the key, regex-escaped (mode 0600).
 worker_processes 1;
 pid nginx.pid;
 error_log error.log warn;
@@ -120,10 +122,13 @@ def write_config(folder: Path, upstream: str, listen: str, models: list[str], ma
                                                                    key is not None)))
     key_map = folder / KEY_MAP
     if key is not None:
-        fd = os.open(f"{key_map}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # An anchored, escaped regex: nginx compares plain map strings case-insensitively.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{KEY_MAP}.")  # 0600, a fresh name: no symlink games
         with os.fdopen(fd, "w") as f:
-            f.write(f'"{key}" 1;\n')
-        os.replace(f"{key_map}.tmp", key_map)
+            f.write(f'"~^{re.escape(key)}$" 1;\n')
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, key_map)
     elif not key_map.exists():
         key_map.write_text("")  # no key: nothing maps to 1, but no route asks
     result = subprocess.run([nginx_binary(), "-t", "-q", "-p", str(folder), "-c", str(conf)],
@@ -142,11 +147,16 @@ class Proxy:
                  tls: tuple[Path, Path] | None = None):
         self.folder = Path(tempfile.mkdtemp(prefix="stylepress-proxy-"))
         self.folder.chmod(0o711)
-        self.listen = listen
-        conf = write_config(self.folder, upstream, listen, models, max_bytes, tls, key)
-        self.process = subprocess.Popen([nginx_binary(), "-p", str(self.folder), "-c", str(conf), "-g", "daemon off;"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        self._wait_listening()
+        self.listen, self.process = listen, None
+        try:  # a failed start leaves no folder (and no key map) behind
+            conf = write_config(self.folder, upstream, listen, models, max_bytes, tls, key)
+            self.process = subprocess.Popen([nginx_binary(), "-p", str(self.folder), "-c", str(conf), "-g",
+                                             "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                            start_new_session=True)
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_listening(self, timeout: float = 10.0) -> None:
         host, _, port = self.listen.rpartition(":")
@@ -154,15 +164,15 @@ class Proxy:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise StylepressError(f"nginx exited: {' '.join(self.process.stderr.read().decode().split())[:300]}")
-            with socket.socket() as s:
-                if s.connect_ex((host or "127.0.0.1", int(port))) == 0:
-                    return
-            time.sleep(0.05)
-        self.stop()
+            try:
+                socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
         raise StylepressError(f"nginx is not listening on {self.listen} after {timeout:.0f} s")
 
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGQUIT)  # nginx's graceful shutdown
             try:
                 self.process.wait(timeout)
@@ -170,7 +180,7 @@ class Proxy:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
-        return self.process.returncode
+        return None if self.process is None else self.process.returncode
 
     def __enter__(self) -> Proxy:
         return self

@@ -63,7 +63,7 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     if sc.target == "tensorrt":  # the whole ensemble must fit inside the engine's profile
         max_batch = _fit_profile(model_path, size, max_batch)
 
-    pre_n, post_n, why = _prepost_instances(layout, sc, served)
+    pre_n, post_n, why = prepost_instances(layout, sc, served)
     pre = _config(f"{name}_preprocess", max_batch, backend="python", instances=pre_n)
     _io(pre.input, "IMAGE", pb.TYPE_STRING, [1])
     _io(pre.output, "INPUT", pb.TYPE_FP32, [3, size, size])
@@ -135,7 +135,7 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     return repo
 
 
-def _prepost_instances(layout: RunLayout, sc, served: dict) -> tuple[int, int, str]:
+def prepost_instances(layout: RunLayout, sc, served: dict) -> tuple[int, int, str]:
     """Pre- and postprocess instances from the bench's costs (report/precision.json): each gets as many
     instances as its cost per image is a multiple of the generator's (batch 1 at the serving size), so
     that decoding and encoding keep up with the network, between serving.instances and the CPU count.

@@ -49,27 +49,27 @@ KEY_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,512}")  # no separators Triton's o
 
 @dataclass(frozen=True)
 class Access:
-    """Who may call what. Without an admin key only shared-memory is closed, with a random key nobody
-    holds (registering the server's own memory crashed it); without an inference key inference and
-    metadata are open. gRPC TLS uses Triton's own flags (its HTTP front end has no TLS: a proxy's job)."""
+    """Who may call what. Without an admin key only shared-memory is closed (every admin API when not
+    `admin_open`, e.g. a server bound beyond loopback), with a random key nobody holds (registering the
+    server's own memory crashed it); without an inference key inference and metadata are open. gRPC
+    TLS uses Triton's own flags (its HTTP front end has no TLS: a proxy's job)."""
     admin_key: str | None = field(default=None, repr=False)
     inference_key: str | None = field(default=None, repr=False)
+    admin_open: bool = True  # without an admin key: True leaves all but shared-memory open (loopback tools)
     grpc_cert: Path | None = None
     grpc_key: Path | None = None
     grpc_ca: Path | None = None  # set: clients must present a certificate signed by it (mutual TLS)
 
     def server_args(self) -> tuple[list[str], dict[str, str]]:
         """tritonserver options with `@STYLEPRESS_KEY_<NAME>@` placeholders, and the values by variable."""
-        groups = [(ADMIN_APIS if self.admin_key else ("shared-memory",), ADMIN_HEADER,
-                   self.admin_key or secrets.token_hex(32))]
+        closed = ADMIN_APIS if self.admin_key or not self.admin_open else ("shared-memory",)
+        groups = [(closed, ADMIN_HEADER, self.admin_key or secrets.token_hex(32))]
         if self.inference_key:
             groups.append((INFERENCE_APIS, INFERENCE_HEADER, self.inference_key))
         args, values = [], {}
         for apis, header, value in groups:
-            var = "STYLEPRESS_KEY_" + header.upper().replace("-", "_")
-            values[var] = value
-            spec = f"{','.join(apis)}:{header}=@{var}@"
-            args += [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]
+            values[key_variable(header)] = value
+            args += restriction_args(apis, header, f"@{key_variable(header)}@")
         if self.grpc_cert or self.grpc_key:
             if not (self.grpc_cert and self.grpc_key):
                 raise StylepressError("gRPC TLS needs both a certificate and its private key")
@@ -78,6 +78,16 @@ class Access:
             if self.grpc_ca:
                 args += [f"--grpc-root-cert={Path(self.grpc_ca).resolve()}", "--grpc-use-ssl-mutual=true"]
         return args, values
+
+
+def key_variable(header: str) -> str:
+    """The environment variable preload.c reads a key from; argv holds `@<it>@` instead of the key."""
+    return "STYLEPRESS_KEY_" + header.upper().replace("-", "_")
+
+
+def restriction_args(apis: tuple[str, ...], header: str, value: str) -> list[str]:
+    spec = f"{','.join(apis)}:{header}={value}"
+    return [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]
 
 
 def read_key(path: str | Path) -> str:
@@ -149,7 +159,7 @@ def install(cache: Path | None = None, log=print) -> Runtime:
 def preload_library(cache: Path | None = None) -> Path | None:
     """The library of preload.c, compiled once into the cache; None without a C compiler."""
     cache = Path(cache) if cache is not None else cache_dir()
-    lib = cache / f"preload-{hashlib.sha256(PRELOAD.read_bytes()).hexdigest()[:12]}.so"
+    lib = cache / f"preload-{os.uname().machine}-{hashlib.sha256(PRELOAD.read_bytes()).hexdigest()[:12]}.so"
     if not lib.is_file():
         compiler = shutil.which("cc") or shutil.which("gcc")
         if compiler is None:
@@ -216,12 +226,18 @@ class Server:
             cmd.append(f"--backend-directory={runtime.backend_dir}")
         restrictions, keys = access.server_args()
         env = dict(os.environ)
-        preload = preload_library()
-        if preload is not None:  # keys reach the server through its environment, not its visible argv
-            env.update(keys, LD_PRELOAD=str(preload), STYLEPRESS_PARENT_PID=str(os.getpid()))
-        elif access.admin_key or access.inference_key:
-            raise StylepressError("keeping API keys out of `ps` needs a C compiler (cc) to build a small "
-                                  "preload library: install gcc")
+        user_keys = bool(access.admin_key or access.inference_key)
+        try:
+            self.preload = preload_library()
+        except StylepressError:
+            if user_keys:
+                raise
+            self.preload = None
+        if self.preload is not None:  # keys reach the server through its environment, not its visible argv
+            env.update(keys, LD_PRELOAD=str(self.preload), STYLEPRESS_PARENT_PID=str(os.getpid()))
+        elif user_keys:
+            raise StylepressError("keeping API keys out of `ps` needs a C compiler (cc, with the C library's "
+                                  "headers) to build a small preload library: install gcc")
         else:  # only the random shared-memory key, which then shows in `ps` to local users
             restrictions = [re.sub(r"@(STYLEPRESS_KEY_\w+)@", lambda m: keys[m.group(1)], a) for a in restrictions]
         cmd += restrictions
@@ -266,16 +282,36 @@ class Server:
                 self.reap()
                 raise StylepressError(f"tritonserver {self.exit_reason()} while loading models")
             if self.is_ready():
+                self._check_preload()
                 return True
             time.sleep(0.25)
         self.stop()
         raise StylepressError(f"tritonserver not ready after {timeout:.0f} s ({self.log_path}: {self.failure_lines()})")
 
+    def _check_preload(self) -> None:
+        """The loader skips a preload it cannot load (a noexec cache, another machine's build) with only a
+        warning: the server would then hold the public placeholder as its key. Refuse to serve so."""
+        if self.preload is None:
+            return
+        try:
+            mapped = str(self.preload) in Path(f"/proc/{self.process.pid}/maps").read_text()
+        except OSError:
+            return  # no /proc: nothing to check with
+        if not mapped:
+            self.stop()
+            raise StylepressError(f"tritonserver started without {self.preload} loaded, so its API keys would be "
+                                  "the placeholders `ps` shows: refusing to serve (is the cache on a noexec mount?)")
+
     def exit_reason(self) -> str:
         """How the server ended, with the log lines that explain it: one line for an error message."""
         code = self.process.returncode
-        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
-               else f"exited with code {code}")
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:  # a real-time signal has no name
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
         return f"{how} ({self.log_path}: {self.failure_lines()})"
 
     def failure_lines(self, lines: int = 3) -> str:

@@ -130,6 +130,15 @@ def _decision(cfg: Config, layout: RunLayout) -> dict[str, str]:
     return {"selection.json#served": digest.hexdigest(), **_outputs_of("export")(cfg, layout)}
 
 
+def _repo_inputs(cfg: Config, layout: RunLayout) -> dict[str, str]:
+    """The decision, and the pre/post instance counts the bench's costs give (not the costs: they move)."""
+    from . import selection
+    from .serving.repository import prepost_instances
+
+    pre, post, _ = prepost_instances(layout, cfg.serving, selection.load(layout.root)["served"])
+    return {**_decision(cfg, layout), "report/precision.json#prepost_instances": f"{pre},{post}"}
+
+
 def _train(cfg: Config, layout: RunLayout, resume: bool, log) -> int | None:
     from . import train
     from .train.trainer import STATE_FILE
@@ -235,15 +244,17 @@ STAGES = (
     Stage("select", ("serving.model", "serving.precision", "serving.target", "export.cpu_provider",
                      "bench.objective", "gates"),
           _outputs_of("export", "bench"), lambda L: [L.selection], _select),
-    Stage("repo", ("name", "serving", "export.tensorrt"),
-          lambda cfg, L: {**_decision(cfg, L), **_hash_files(L.root, [L.precision_json])},  # pre/post costs
+    Stage("repo", ("name", "serving", "export.tensorrt"), _repo_inputs,
           lambda L: _files(L.repository), _repo),
     Stage("served", ("name", "data", "serving", "bench.repeats", "export.int8.val_images"),
           lambda cfg, L: {**_decision(cfg, L), **_outputs_of("repo")(cfg, L)},
           lambda L: [L.served_json, L.served_md], _served,
           skip_why=lambda cfg: None if cfg.serving.target == "cpu" else
           f"serving.target {cfg.serving.target!r} runs on a GPU host, not this machine's CPU Triton"),
-    Stage("deploy", ("name", "serving"), _outputs_of("repo", "served"), lambda L: _files(L.deploy), _deploy),
+    Stage("deploy", ("name", "data", "serving", "bench.threads"),  # cheap: it reruns on any input change
+          lambda cfg, L: {**_outputs_of("repo", "served")(cfg, L), **_hash_files(L.root, [L.selection,
+                                                                                          L.precision_json])},
+          lambda L: _files(L.deploy), _deploy),
     Stage("report", ("data", "bench.objective", "gates", "serving.resolution", "export.cpu_provider"),
           _outputs_of("bench", "select", "served"),
           lambda L: [L.report_json, L.report_md, L.report_html, L.pareto, L.samples], _report),

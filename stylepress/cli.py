@@ -255,13 +255,14 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
     shared-memory registration is always behind the admin key (a random one if none is given)."""
     from stylepress import serving
 
-    access = serving.Access(admin_key=serving.read_key(admin_key_file) if admin_key_file else None,
-                            inference_key=serving.read_key(inference_key_file) if inference_key_file else None,
-                            grpc_cert=grpc_tls_cert, grpc_key=grpc_tls_key, grpc_ca=grpc_tls_ca)
     for path in (grpc_tls_cert, grpc_tls_key, grpc_tls_ca):
         if path is not None and not path.is_file():
             raise StylepressError(f"{path}: no such file")
     exposed = [a for a in {address, grpc_address or address} if not serving.is_loopback(a)]
+    access = serving.Access(admin_key=serving.read_key(admin_key_file) if admin_key_file else None,
+                            inference_key=serving.read_key(inference_key_file) if inference_key_file else None,
+                            admin_open=not exposed,  # exposed without an admin key: every admin API closed
+                            grpc_cert=grpc_tls_cert, grpc_key=grpc_tls_key, grpc_ca=grpc_tls_ca)
     if exposed and access.inference_key is None:
         if not insecure:
             raise StylepressError(f"--address {exposed[0]} exposes inference to the network without a key: pass "
@@ -316,8 +317,11 @@ def proxy(repository: Annotated[Path, typer.Argument(help="The model repository 
                               "--tls-key and --key-file, or --insecure")
     configs = serving.check_repository(repository)
     models = sorted(n for n, c in configs.items() if c.platform == "ensemble")
-    max_bytes = max(int(c.parameters["max_bytes"].string_value) for c in configs.values()
-                    if "max_bytes" in c.parameters)
+    limits = [int(c.parameters["max_bytes"].string_value) for c in configs.values() if "max_bytes" in c.parameters]
+    if not models or not limits:
+        raise StylepressError(f"{repository}: not a stylepress repository (no ensemble with an upload limit) "
+                              "for the proxy to guard")
+    max_bytes = max(limits)
     tls = (tls_cert.resolve(), tls_key.resolve()) if tls_cert is not None else None
     if write is not None:
         console.print(proxy_mod.write_config(write, upstream, listen, models, max_bytes, tls, key))

@@ -107,8 +107,12 @@ def encode(rgb: np.ndarray, fmt: str = "png", quality: int | None = None) -> byt
     if quality is not None and not 1 <= quality <= 100:
         raise ImageError(f"output quality {quality} is not between 1 and 100")
     buf = io.BytesIO()
-    if fmt == "png":
-        Image.fromarray(rgb).save(buf, format="PNG", compress_level=PNG_LEVEL)
-    else:
-        Image.fromarray(rgb).save(buf, format=OUTPUT_FORMATS[fmt], quality=quality or DEFAULT_QUALITY[fmt])
+    try:
+        if fmt == "png":
+            Image.fromarray(rgb).save(buf, format="PNG", compress_level=PNG_LEVEL)
+        else:
+            Image.fromarray(rgb).save(buf, format=OUTPUT_FORMATS[fmt], quality=quality or DEFAULT_QUALITY[fmt])
+    except (OSError, ValueError) as exc:  # e.g. WebP over 16383 px, JPEG over 65500 px wide
+        h, w = rgb.shape[:2]
+        raise ImageError(f"cannot encode a {w}x{h} image as {fmt}: {' '.join(str(exc).split())}") from None
     return buf.getvalue()

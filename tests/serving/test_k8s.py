@@ -44,7 +44,10 @@ def test_manifests_validate_for_each_target(tmp_path, target):
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     triton_c = next(c for c in pod["containers"] if c["name"] == "triton")
     assert ("nvidia.com/gpu" in triton_c["resources"]["limits"]) == (target == "tensorrt")  # onnxruntime: kind cpu
-    assert any("$(ADMIN_KEY)" in a for a in triton_c["args"]) and "key" not in json.dumps(pod["volumes"][0])
+    assert any("@STYLEPRESS_KEY_ADMIN_KEY@" in a for a in triton_c["args"])  # preload.c fills it in: not in ps
+    assert "--http-address=127.0.0.1" in triton_c["args"]  # only the proxy sidecar reaches Triton's HTTP
+    assert triton_c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8443, "scheme": "HTTPS"}
+    assert "key" not in json.dumps(pod["volumes"][0]) and (folder / "preload.c").is_file()
     assert docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"] == k8s.QUEUE_METRIC
     (isvc,) = yaml.safe_load_all((folder / "kserve.yaml").read_text())
     jsonschema.validate(isvc, json.loads(SCHEMA.read_text()))

@@ -176,6 +176,8 @@ def test_the_proxy_refuses_what_crashes_triton_and_passes_keyed_inference(served
             assert _post(infer, b"x" * (21 << 20), {"inference-key": INFERENCE}, ca) == 413  # over the upload limit
             assert server.is_ready()
             assert _post(infer, b"{}", {"Content-Type": "application/json"}, ca) == 401  # no key
+            for wrong in (INFERENCE.upper(), INFERENCE[:-1], INFERENCE + "x"):  # exact, case-sensitive match
+                assert _post(infer, b"{}", {"inference-key": wrong, "Content-Type": "application/json"}, ca) == 401
             assert _post(f"{base}/v2/repository/index", b"{}", {"inference-key": INFERENCE}, ca) == 404
             assert _post(f"{base}/v2/models/tiny_postprocess/infer", b"{}", {"inference-key": INFERENCE}, ca) == 404
             with pytest.raises(StylepressError):
@@ -202,3 +204,12 @@ def test_cli_refuses_exposed_servers_without_keys_and_writes_a_proxy_config(serv
     assert INFERENCE not in conf and "client_max_body_size" in conf and "tiny" in conf
     result = run_cli("proxy", served.repo, "--listen", "0.0.0.0:8443", "--key-file", key)
     assert result.returncode == 2 and "--tls-cert" in result.stderr
+
+
+def test_a_server_exposed_without_an_admin_key_closes_every_admin_api():
+    args, keys = serving.Access(admin_open=False).server_args()
+    restricted = next(a for a in args if a.startswith("--http-restricted-api="))
+    assert restricted.split("=", 1)[1].split(":")[0].split(",") == list(serving.runtime.ADMIN_APIS)
+    args, _ = serving.Access().server_args()  # loopback default: only shared memory
+    assert next(a for a in args if a.startswith("--http-restricted-api=")).startswith(
+        "--http-restricted-api=shared-memory:")
