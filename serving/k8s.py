@@ -26,7 +26,7 @@ from stylepress.fsutil import sha256, write_text
 from stylepress.layout import RunLayout
 
 from . import proxy
-from .monitoring import thresholds
+from .monitoring import queue_ms_query, thresholds
 from .runtime import (
     ADMIN_APIS,
     ADMIN_HEADER,
@@ -49,12 +49,6 @@ MAX_REPLICAS = 8
 TRITON_BASE_MB = 512  # tritonserver and its Python-backend stubs before any model, measured locally
 CPU_TRITON = "/opt/triton/pytriton/tritonserver"
 PRELOAD_SO = "/opt/stylepress/preload.so"  # built into the image from preload.c (Dockerfile)
-
-
-def _queue_query(name: str, selector: str, window: str = "2m") -> str:
-    gen = f'model="{name}_generator"{selector}'
-    return (f"sum(rate(nv_inference_queue_duration_us{{{gen}}}[{window}])) / "
-            f"sum(rate(nv_inference_request_success{{{gen}}}[{window}])) / 1000")
 
 
 def _resources(cfg: Config, layout: RunLayout) -> dict:
@@ -95,8 +89,8 @@ def _triton_args(cfg: Config) -> list[str]:
     return args
 
 
-def _key_env(names) -> list[dict]:
-    return [{"name": names(header), "valueFrom": {"secretKeyRef": {"name": "stylepress-keys", "key": header}}}
+def _key_env() -> list[dict]:
+    return [{"name": key_variable(header), "valueFrom": {"secretKeyRef": {"name": "stylepress-keys", "key": header}}}
             for header in (ADMIN_HEADER, INFERENCE_HEADER)]
 
 
@@ -115,7 +109,7 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
     command = [f"{CPU_TRITON}/bin/tritonserver"] if sc.target == "cpu" else ["tritonserver"]
     triton = {
         "name": "triton", "image": image, "command": command, "args": _triton_args(cfg),
-        "env": [*_key_env(key_variable), {"name": "LD_PRELOAD", "value": PRELOAD_SO}],
+        "env": [*_key_env(), {"name": "LD_PRELOAD", "value": PRELOAD_SO}],
         "ports": [{"name": "grpc", "containerPort": GRPC}, {"name": "metrics", "containerPort": METRICS}],
         "resources": _resources(cfg, layout),
         "startupProbe": _probe("/v2/health/ready", failureThreshold=60),
@@ -170,7 +164,7 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
         "seriesQuery": f'nv_inference_queue_duration_us{{model="{name}_generator",namespace!="",pod!=""}}',
         "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
         "name": {"as": QUEUE_METRIC},
-        "metricsQuery": _queue_query(name, ",<<.LabelMatchers>>").replace("sum(", "sum by (<<.GroupBy>>) (")}]}
+        "metricsQuery": queue_ms_query(f'{{model="{name}_generator",<<.LabelMatchers>>}}', "2m", "<<.GroupBy>>")}]}
     adapter = {"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": f"{name}-prometheus-adapter-rules", "labels": labels},
                "data": {"config.yaml": yaml.safe_dump(adapter_rule, sort_keys=False, width=10_000)}}
@@ -178,9 +172,9 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
     # image has no preload: Kubernetes expands $(VAR) into the arguments (the pod's own `ps` shows them).
     isvc_triton = {"storageUri": f"pvc://stylepress-models/{RunLayout(Path()).repository.name}",
                    "runtimeVersion": f"{TRITON_VERSION}-py3", "protocolVersion": "v2",
-                   "env": _key_env(lambda header: header.upper().replace("-", "_")),
+                   "env": _key_env(),
                    "args": ["--strict-readiness=true", "--disable-auto-complete-config",
-                            *_key_args(lambda header: f"$({header.upper().replace('-', '_')})")],
+                            *_key_args(lambda header: f"$({key_variable(header)})")],
                    "resources": triton["resources"]}
     isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {
         "name": name, "labels": labels, "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment",
@@ -188,7 +182,7 @@ def manifests(cfg: Config, run_dir: Path) -> dict[str, list[dict]]:
         "spec": {"predictor": {"minReplicas": 1, "maxReplicas": MAX_REPLICAS, "triton": isvc_triton, "autoScaling": {
             "metrics": [{"type": "External", "external": {
                 "metric": {"backend": "prometheus", "serverAddress": "http://prometheus.monitoring:9090",
-                           "query": _queue_query(name, "")},
+                           "query": queue_ms_query(f'{{model="{name}_generator"}}', "2m", "")},
                 "target": {"type": "Value", "value": target}}}]}}}}
     return {"triton.yaml": [deployment, service, hpa, pdb, proxy_config, adapter], "kserve.yaml": [isvc]}
 

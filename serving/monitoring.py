@@ -43,6 +43,13 @@ def _selector(name: str) -> str:
     return f'{{job="{JOB}",model=~"{name}|{name}_.+"}}'  # the ensemble and its composing models
 
 
+def queue_ms_query(selector: str, window: str, by: str = "model") -> str:
+    """Queue time per request in ms: cumulative queue microseconds over successful requests (also what
+    the Kubernetes autoscaler scales on, serving/k8s.py)."""
+    return (f"sum by ({by}) (rate(nv_inference_queue_duration_us{selector}[{window}])) / "
+            f"sum by ({by}) (rate(nv_inference_request_success{selector}[{window}])) / 1000")
+
+
 def exprs(name: str, window: str) -> dict[str, str]:
     """The PromQL of each alert's measured quantity (also the dashboard's panels)."""
     sel = _selector(name)
@@ -51,8 +58,7 @@ def exprs(name: str, window: str) -> dict[str, str]:
     return {
         "error_ratio": f"sum by (model, reason) (rate(nv_inference_request_failure{sel}[{window}])) "
                        f"/ ignoring (reason) group_left() {requests}",
-        "queue_ms": f"sum by (model) (rate(nv_inference_queue_duration_us{sel}[{window}])) / "
-                    f"sum by (model) (rate(nv_inference_request_success{sel}[{window}])) / 1000",
+        "queue_ms": queue_ms_query(sel, window),
         "compute_ms": f"sum by (model) (rate(nv_inference_compute_infer_duration_us{sel}[{window}])) / "
                       f"sum by (model) (rate(nv_inference_request_success{sel}[{window}])) / 1000",
         "requests_per_s": f"sum by (model) (rate(nv_inference_request_success{sel}[{window}]))",

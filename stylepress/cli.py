@@ -225,6 +225,12 @@ def _catch_stop_signals() -> list[int]:
     return stop
 
 
+def _require_files(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None and not path.is_file():
+            raise StylepressError(f"{path}: no such file")
+
+
 def _wait(process, stop: list[int]) -> None:
     while not stop and process.poll() is None:
         time.sleep(0.2)
@@ -255,9 +261,7 @@ def serve(repository: Annotated[Path, typer.Argument(help="A Triton model reposi
     shared-memory registration is always behind the admin key (a random one if none is given)."""
     from stylepress import serving
 
-    for path in (grpc_tls_cert, grpc_tls_key, grpc_tls_ca):
-        if path is not None and not path.is_file():
-            raise StylepressError(f"{path}: no such file")
+    _require_files(grpc_tls_cert, grpc_tls_key, grpc_tls_ca)
     exposed = [a for a in {address, grpc_address or address} if not serving.is_loopback(a)]
     access = serving.Access(admin_key=serving.read_key(admin_key_file) if admin_key_file else None,
                             inference_key=serving.read_key(inference_key_file) if inference_key_file else None,
@@ -307,9 +311,7 @@ def proxy(repository: Annotated[Path, typer.Argument(help="The model repository 
 
     if (tls_cert is None) != (tls_key is None):
         raise StylepressError("give both --tls-cert and --tls-key, or neither")
-    for path in (tls_cert, tls_key):
-        if path is not None and not path.is_file():
-            raise StylepressError(f"{path}: no such file")
+    _require_files(tls_cert, tls_key)
     key = serving.read_key(key_file) if key_file is not None else None
     address = listen.rpartition(":")[0].strip("[]")
     if not serving.is_loopback(address) and (key is None or tls_cert is None) and not insecure:

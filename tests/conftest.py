@@ -36,6 +36,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.unit)
 
 
+def raw_png(width: int, height: int, bit_depth: int = 8, pixels: bytes | None = None) -> bytes:
+    """An RGB PNG written chunk by chunk, for what Pillow will not write: a header claiming any size,
+    16-bit samples. `pixels`: the raw (unfiltered) image data; None: a token of zeros; b"": no IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    data = b"\0" * 100 if pixels is None else pixels
+    idat = chunk(b"IDAT", zlib.compress(data)) if data else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 2, 0, 0, 0))
+            + idat + chunk(b"IEND", b""))
+
+
 def shared_data() -> Path:
     if not (SHARED / "portraits" / "train").is_dir():
         pytest.skip(f"needs the shared portraits at {SHARED} (absent on a user's fresh clone)")

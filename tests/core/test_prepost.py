@@ -1,11 +1,10 @@
 """The pre/post-processing shared by offline inference and Triton's Python backend."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from conftest import raw_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -50,11 +49,8 @@ def test_decode_rejects_bad_input_with_one_line(data, limits, message):
 
 
 def test_zero_size_png_is_rejected():
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
     with pytest.raises(prepost.ImageError):
-        prepost.decode(data)
+        prepost.decode(raw_png(0, 10, pixels=b""))
 
 
 def test_truncated_jpeg_is_rejected():

@@ -3,13 +3,12 @@ gRPC) and the offline path alike. Each case asserts the message and status, that
 ready, and that the next correct request is answered exactly."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import raw_png
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
@@ -29,11 +28,7 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 def _huge_png_header() -> bytes:
     """A valid PNG signature and IHDR claiming 50000 x 50000 pixels, with a token of data."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + \
-        chunk(b"IEND", b"")
+    return raw_png(50000, 50000)
 
 
 def _photo(served) -> Image.Image:
@@ -73,12 +68,7 @@ def _unusual(served) -> dict:
 def _encode_rgb16(rgb16: np.ndarray) -> bytes:
     """A 16-bit RGB PNG (Pillow cannot write one): raw rows, filter 0, big-endian samples."""
     h, w, _ = rgb16.shape
-    raw = b"".join(b"\0" + rgb16[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return raw_png(w, h, 16, b"".join(b"\0" + rgb16[y].astype(">u2").tobytes() for y in range(h)))
 
 
 def _decoded(png: bytes) -> np.ndarray:
