@@ -52,14 +52,14 @@ def process_tree(root: int) -> dict[int, str]:
     return tree
 
 
-def rss_mb(pid: int) -> float | None:
+def rss_mb(pid: int) -> tuple[float, float] | None:
+    """(resident MiB, of which shared memory MiB): the Python backend's shared-memory pool is mapped by
+    tritonserver and by every stub, and counts in both as its pages are first touched."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return int(status["VmRSS"].split()[0]) / 1024, int(status["RssShmem"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
         return None
-    return None
 
 
 class MemorySampler(threading.Thread):
@@ -77,21 +77,31 @@ class MemorySampler(threading.Thread):
                                  "rss_mb": {f"{name}[{pid}]": rss_mb(pid) for pid, name in tree.items()}})
             self.halt.wait(self.every_s)
 
+def _halves(series: list[float | None]) -> dict:
+    """Mean of the first and second half, their ratio, and the drift between the last two quarters (a
+    leak keeps climbing there; a warm-up that outlasted the discarded start does not)."""
+    half, quarter = len(series) // 2, len(series) // 4
+    first, second = [v for v in series[:half] if v], [v for v in series[half:] if v]
+    q3, q4 = [v for v in series[half:half + quarter] if v], [v for v in series[half + quarter:] if v]
+    if not (first and second):
+        return {}
+    return {"first_half_mb": float(np.mean(first)), "second_half_mb": float(np.mean(second)),
+            "growth": float(np.mean(second) / np.mean(first) - 1),
+            "last_quarters_drift": float(np.mean(q4) / np.mean(q3) - 1) if q3 and q4 else None}
+
+
 def growth(samples: list[dict], warmup: float = 0.1) -> dict[str, dict]:
-    """Per process: mean RSS over the first and the second half of the samples after the first `warmup`
-    fraction (sessions, buffers and connections are made then), their ratio, and the drift between the
-    last two quarters (a leak keeps climbing there; a warm-up that outlasted `warmup` does not)."""
+    """Per process, over the samples after the first `warmup` fraction (sessions, buffers and connections
+    are made then): resident memory by halves, and the same for its private part (resident minus shared:
+    where a leak shows) and its shared part (the Python backend's pool, which grows to the peak in flight)."""
     steady = samples[int(len(samples) * warmup):]
-    half, quarter = len(steady) // 2, len(steady) // 4
     out = {}
     for proc in {p for s in steady for p in s["rss_mb"]}:
-        series = [s["rss_mb"].get(proc) for s in steady]
-        first, second = [v for v in series[:half] if v], [v for v in series[half:] if v]
-        q3, q4 = [v for v in series[half:half + quarter] if v], [v for v in series[half + quarter:] if v]
-        if first and second:
-            out[proc] = {"first_half_mb": float(np.mean(first)), "second_half_mb": float(np.mean(second)),
-                         "growth": float(np.mean(second) / np.mean(first) - 1),
-                         "last_quarters_drift": float(np.mean(q4) / np.mean(q3) - 1) if q3 and q4 else None}
+        values = [s["rss_mb"].get(proc) for s in steady]
+        total = _halves([v and v[0] for v in values])
+        if total:
+            out[proc] = {**total, "private": _halves([v and v[0] - v[1] for v in values]),
+                         "shared": _halves([v and v[1] for v in values])}
     return out
 
 
@@ -176,7 +186,8 @@ def run(cfg: Config, run_dir: str | Path, requests: int = 10_000, concurrency: i
                 f"{'/'.join(protocols)} at once, {len(portraits)} val portraits in turn"
                 f"{' and every style' if styles else ''}, {fmt} out; every response checked (format and the "
                 "portrait's size); RSS of tritonserver and each process it started, sampled every second, first "
-                "half against second half after the first 10 % (warm-up)",
+                "half against second half after the first 10 % (warm-up), in all and its private part (resident minus "
+                "shared memory)",
         "date": now(), "machine": describe(), "format": fmt, "protocols": results,
         "errors": sum(sum(r["errors"].values()) for r in results), "ready_after": ready_after, "rss_growth": by_process,
         "max_rss_growth": max((g["growth"] for g in by_process.values()), default=0.0),
@@ -187,15 +198,21 @@ def run(cfg: Config, run_dir: str | Path, requests: int = 10_000, concurrency: i
     return report
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
 def markdown(report: dict) -> str:
     lines = [f"{report['what']}; {report['machine']['cpu']}, {report['date'][:10]}", "",
              "| protocol | requests | errors | p50 ms | p95 ms | p99 ms | images/s |",
              "|---|---:|---:|---:|---:|---:|---:|",
              *(f"| {r['protocol']} | {r['requests']} | {sum(r['errors'].values())} | {r['p50_ms']:.1f} | "
                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['throughput']:.1f} |" for r in report["protocols"]), "",
-             "| process | RSS MiB, first half | second half | growth | drift, last two quarters |",
-             "|---|---:|---:|---:|---:|",
+             "| process | RSS MiB, first half | second half | growth | drift, last two quarters | private growth | "
+             "shared MiB, first half | second half |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|",
              *(f"| {p} | {g['first_half_mb']:.0f} | {g['second_half_mb']:.0f} | {g['growth']:+.1%} | "
-               f"{'n/a' if g['last_quarters_drift'] is None else format(g['last_quarters_drift'], '+.1%')} |"
+               f"{_pct(g['last_quarters_drift'])} | {_pct(g['private'].get('growth'))} | "
+               f"{g['shared'].get('first_half_mb', 0):.0f} | {g['shared'].get('second_half_mb', 0):.0f} |"
                for p, g in sorted(report["rss_growth"].items()))]
     return "\n".join(lines) + "\n"

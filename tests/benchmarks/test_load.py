@@ -14,5 +14,6 @@ def test_load_suite_checks_every_response_and_samples_every_process(served, tmp_
     assert all(r["requests"] == 20 and r["throughput"] > 0 for r in report["protocols"])
     names = {p.split("[")[0] for p in report["rss_growth"]}
     assert "tritonserver" in names and "triton_python_b" in names  # the server and its stubs (comm: 15 chars)
-    assert all("last_quarters_drift" in g for g in report["rss_growth"].values())
+    assert all("last_quarters_drift" in g and "growth" in g["private"] for g in report["rss_growth"].values())
+    assert any(g["shared"]["first_half_mb"] > 0 for g in report["rss_growth"].values())  # the stubs' pool
     assert (run_dir / "report" / "load.md").read_text().count("| http |") == 1
