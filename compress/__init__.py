@@ -31,9 +31,10 @@ PRUNE_FILE = "prune.json"
 
 
 def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
-        sweep: list[float] | None = None, teacher_dir: Path | None = None, show_progress: bool = True) -> dict:
+        sweep: list[float] | None = None, teacher_dir: Path | None = None, show_progress: bool = True,
+        callbacks=()) -> dict:
     """Prune and distil the run's teacher (or `teacher_dir`) into student/ (or one student per --sweep
-    factor)."""
+    factor). `callbacks` get every validation record of the distillation."""
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
     teacher_dir = Path(teacher_dir) if teacher_dir is not None else layout.teacher
@@ -46,13 +47,13 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     base_macs = teacher_count[0]
     if not sweep:
         return _one(cfg, teacher_dir, teacher, spec, teacher_count, data, layout.student,
-                    cfg.compress.target_macs_value, resume, force, show_progress)
+                    cfg.compress.target_macs_value, resume, force, show_progress, callbacks)
     points = []
     for factor in sweep:
         out = layout.sweep / f"x{factor:g}"
         points.append({"factor": factor, **_one(cfg, teacher_dir, teacher, spec, teacher_count, data, out,
                                                 base_macs / factor, resume and (out / STATE_FILE).exists(), force,
-                                                show_progress)})
+                                                show_progress, callbacks)})
     report = {"teacher_macs": base_macs, "resolution": cfg.serving_resolution, "points": points,
               "machine": {**describe(), "torch_threads": torch.get_num_threads()}, "torch": torch.__version__,
               "date": now()}
@@ -62,7 +63,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
 
 
 def _one(cfg: Config, teacher_dir: Path, teacher, spec: ArchSpec, teacher_count: tuple[int, int], data: PortraitData,
-         out: Path, target_macs: float | None, resume: bool, force: bool, show_progress: bool) -> dict:
+         out: Path, target_macs: float | None, resume: bool, force: bool, show_progress: bool,
+         callbacks=()) -> dict:
     cc = cfg.compress
     if not resume and (out / STATE_FILE).exists() and not force:
         raise StylepressError(f"{out} already holds a distillation checkpoint: pass --resume to continue it "
@@ -93,7 +95,7 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: ArchSpec, teacher_count:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / PRUNE_FILE, prune_report)
     result = distill(cfg, teacher, student, student_spec, data, out, teacher_dir / "state.pt", resume,
-                     show_progress)
+                     show_progress, callbacks)
     return {**{k: prune_report[k] for k in ("student_macs", "student_params", "macs_reduction")},
             "distill_steps": result["step"], "wall_s": time.monotonic() - start, "student_dir": str(out),
             **{k: v for k, v in result.items() if k.startswith("val_") or k == "signal"}}

@@ -14,7 +14,6 @@ weights, checkpoints and `--resume`, as in training.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -25,27 +24,32 @@ from torch.optim.swa_utils import AveragedModel
 from stylepress.config import Config
 from stylepress.data import PortraitData, to_unit
 from stylepress.errors import StylepressError
-from stylepress.fsutil import atomic_path
 from stylepress.images import grid, save_image, to_image
 from stylepress.metrics import psnr, ssim
 from stylepress.models import ArchSpec, build_discriminator, save_generator, save_weights
 from stylepress.models.families import CycleGANResnet, CycleGANResnetBlock
 from stylepress.models.generator import ResnetGenerator
-from stylepress.progress import progress_bar
 from stylepress.train import losses
-from stylepress.train.trainer import (
+from stylepress.train.loop import (
+    LOG_FILE,
+    STATE_FILE,
+    Cadence,
+    Progress,
     append_log,
-    catch_signals,
     check_finite,
     ema_avg,
     generate,
     linear_decay,
+    load_checkpoint,
+    read_checkpoint,
     resolve_device,
+    run_loop,
+    save_checkpoint,
     truncate_log,
 )
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
+KIND = "student"
 
 
 def feature_taps(model: nn.Module) -> list[nn.Module]:
@@ -81,7 +85,7 @@ class _Recorder:
 
 
 def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: ArchSpec, data: PortraitData, out: Path,
-            teacher_state: Path | None, resume: bool = False, show_progress: bool = True) -> dict:
+            teacher_state: Path | None, resume: bool = False, show_progress: bool = True, callbacks=()) -> dict:
     """Fine-tune `student` toward `teacher`; write out/{weights,last}.safetensors, log.jsonl,
     samples.png, state.pt. Returns the last validation record (student vs teacher)."""
     cc = cfg.compress
@@ -111,64 +115,58 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: ArchSpec,
     if D is not None:
         modules.update(D=D, opt_D=opt_D)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17)
-    step, best = 0, None
+    prog = Progress()
     if resume:
-        step, best = _load(out / STATE_FILE, modules, gen)
-        truncate_log(out / "log.jsonl", step)
+        prog = _load(out / STATE_FILE, modules, gen)
+        truncate_log(out / LOG_FILE, prog.step)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "log.jsonl").unlink(missing_ok=True)
-    n_styles, last_val, stop = spec.num_styles, {}, []
-    with catch_signals(stop), progress_bar(cc.distill_steps, "distill", enabled=show_progress) as bar:
-        bar.advance(step)
-        while step < cc.distill_steps and not stop:
-            started = time.monotonic()
-            style = step % n_styles
-            batch = data.sample(style, cc.batch_size, gen)
-            photo, s = batch.photo.to(device), batch.style.to(device)
-            with torch.no_grad():
-                t_out, t_feats = t_taps(teacher, photo, s)
-            s_out, s_feats = s_taps(student, photo, s)
-            terms = {"l1": F.l1_loss(s_out, t_out), "ssim": 1 - ssim(s_out, t_out).mean(),
-                     "feat": sum((F.mse_loss(a(f), t) for a, f, t in zip(adaptors, s_feats, t_feats, strict=True)),
-                                 torch.zeros((), device=device))}
-            if D is not None:
-                logits, _ = D(torch.cat([t_out, s_out.detach()]), torch.cat([s, s]))
-                d_loss = losses.gan_d(*logits.chunk(2), "lsgan")
-                opt_D.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_D.step()
-                D.requires_grad_(False)
-                terms["adv"] = losses.gan_g(D(s_out, s)[0], "lsgan")
-                D.requires_grad_(True)
-            loss = (cc.lambda_l1 * terms["l1"] + cc.lambda_ssim * terms["ssim"] + cc.lambda_feat * terms["feat"]
-                    + cc.lambda_adv * terms.get("adv", 0.0))
-            values = {"loss": loss.item(), **{k: float(v.detach()) for k, v in terms.items()}}
-            check_finite(step + 1, out, values)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            ema.update_parameters(student)
-            values["s_per_step"] = time.monotonic() - started
-            step += 1
-            done = step == cc.distill_steps
-            if step % cc.log_every == 0 or done:
-                append_log(out / "log.jsonl", {"step": step, **values, "lr": sched.get_last_lr()[0]})
-                bar.update(f"l1 {values['l1']:.4f}")
-            bar.advance()
-            if step % cc.val_every == 0 or done:
-                last_val = validate(ema.module, val_photos, teacher_val, spec, device, step, out)
-                if best is None or last_val["val_psnr"] > best:
-                    best = last_val["val_psnr"]
-                    save_generator(ema.module, spec, out)
-            if step % cc.checkpoint_every == 0 or done or stop:
-                _save(out, step, best, modules, gen, spec)
-    for recorder in (t_taps, s_taps):
-        recorder.remove()
-    if not (out / "weights.safetensors").exists():
-        save_generator(ema.module, spec, out)
-    return {"step": step, "signal": stop[0] if stop else None, **last_val}
+        (out / LOG_FILE).unlink(missing_ok=True)
+    n_styles = spec.num_styles
+
+    def step(i: int) -> dict[str, float]:
+        batch = data.sample(i % n_styles, cc.batch_size, gen)
+        photo, s = batch.photo.to(device), batch.style.to(device)
+        with torch.no_grad():
+            t_out, t_feats = t_taps(teacher, photo, s)
+        s_out, s_feats = s_taps(student, photo, s)
+        terms = {"l1": F.l1_loss(s_out, t_out), "ssim": 1 - ssim(s_out, t_out).mean(),
+                 "feat": sum((F.mse_loss(a(f), t) for a, f, t in zip(adaptors, s_feats, t_feats, strict=True)),
+                             torch.zeros((), device=device))}
+        if D is not None:
+            logits, _ = D(torch.cat([t_out, s_out.detach()]), torch.cat([s, s]))
+            d_loss = losses.gan_d(*logits.chunk(2), "lsgan")
+            opt_D.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_D.step()
+            D.requires_grad_(False)
+            terms["adv"] = losses.gan_g(D(s_out, s)[0], "lsgan")
+            D.requires_grad_(True)
+        loss = (cc.lambda_l1 * terms["l1"] + cc.lambda_ssim * terms["ssim"] + cc.lambda_feat * terms["feat"]
+                + cc.lambda_adv * terms.get("adv", 0.0))
+        values = {"loss": loss.item(), **{k: float(v.detach()) for k, v in terms.items()}}
+        check_finite(i + 1, out, values)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update_parameters(student)
+        return {**values, "lr": sched.get_last_lr()[0]}
+
+    def save_state(p: Progress) -> None:
+        save_weights(ema.module, out / "last.safetensors")
+        save_checkpoint(out / STATE_FILE, KIND, modules, p, data_rng=gen.get_state())
+
+    try:
+        result = run_loop(
+            prog, Cadence(cc.distill_steps, cc.log_every, cc.val_every, cc.checkpoint_every), out, "distill",
+            step=step, validate=lambda i: validate(ema.module, val_photos, teacher_val, spec, device, i, out),
+            save_best=lambda: save_generator(ema.module, spec, out), save_state=save_state, callbacks=callbacks,
+            status_text=lambda r: f"l1 {r['l1']:.4f}", show_progress=show_progress)
+    finally:
+        for recorder in (t_taps, s_taps):
+            recorder.remove()
+    return {"step": result.step, "signal": result.signal, **result.last_val}
 
 
 @torch.no_grad()
@@ -199,24 +197,12 @@ def _teacher_discriminator(cfg: Config, state_path: Path | None, n_styles: int) 
         raise StylepressError("compress.lambda_adv > 0 needs the teacher's discriminator, which is in "
                               "teacher/state.pt: it is missing")
     D = build_discriminator(cfg.model, n_styles)
-    D.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True)["D"])
+    D.load_state_dict(read_checkpoint(state_path, "teacher")["D"])
     return D
 
 
-def _save(out: Path, step: int, best, modules: dict, gen: torch.Generator, spec: ArchSpec) -> None:
-    state = {k: m.state_dict() for k, m in modules.items()}
-    state.update(step=step, best=best, torch_rng=torch.get_rng_state(), data_rng=gen.get_state())
-    save_weights(modules["ema"].module, out / "last.safetensors")
-    with atomic_path(out / STATE_FILE) as tmp:
-        torch.save(state, tmp)
-
-
-def _load(path: Path, modules: dict, gen: torch.Generator) -> tuple[int, float | None]:
-    if not path.is_file():
-        raise StylepressError(f"nothing to resume: {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for k, m in modules.items():
-        m.load_state_dict(state[k])
-    torch.set_rng_state(state["torch_rng"])
+def _load(path: Path, modules: dict, gen: torch.Generator) -> Progress:
+    state = read_checkpoint(path, KIND)
+    prog = load_checkpoint(path, KIND, modules, state)
     gen.set_state(state["data_rng"])
-    return state["step"], state["best"]
+    return prog

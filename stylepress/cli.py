@@ -6,6 +6,7 @@ User mistakes (StylepressError) exit with code 2 and one line on stderr; bugs st
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -130,6 +131,39 @@ def sweep_factors(text: str) -> list[float]:
     if any(f <= 1 for f in factors):
         raise StylepressError(f"--sweep {text!r}: every reduction must be above 1")
     return factors
+
+
+@app.command()
+def tune(config: ConfigArg, out: OutOpt = None,
+         stage: Annotated[str, typer.Option(help="What to search: train | compress.")] = "train",
+         trials: Annotated[int | None, typer.Option(min=1, help="Trials in the study (default [tune] trials).")] = None,
+         storage: Annotated[str | None, typer.Option(
+             help="An Optuna RDB URL (sqlite:///f.db, postgresql://...) shared by several machines, or a journal "
+                  "file; default <run>/tune/study.journal. Or set STYLEPRESS_TUNE_STORAGE (keeps a password out "
+                  "of argv).")] = None,
+         workers: Annotated[int, typer.Option(min=1, help="Processes on this machine sharing the study.")] = 1,
+         teacher: Annotated[Path | None, typer.Option(
+             help="--stage compress: the teacher/ folder to compress (default <run>/teacher).")] = None,
+         worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
+         set_: SetOpt = None,
+         trust_code: TrustOpt = False):
+    """Search [tune.space.<stage>] with Optuna; writes <run>/tune/ (study.json, best.toml, report.md)."""
+    _trust(trust_code)
+    cfg = load_config(config, set_ or ())
+    from stylepress import tune as tune_stage
+
+    result = tune_stage.run(cfg, config, stage, _run_dir(cfg, out), trials,
+                            storage or os.environ.get("STYLEPRESS_TUNE_STORAGE"), workers, teacher,
+                            worker_index=worker_index)
+    if result is None:
+        return
+    if "signal" in result:
+        console.print("tune stopped by a signal: the same command resumes the study")
+        raise typer.Exit(128 + (result["signal"] or 2))
+    best, states = result["best"], result["states"]
+    console.print(f"{states['complete']} complete, {states['pruned']} pruned, {states['fail']} failed; best trial "
+                  f"{best['number']}: {best['value']:.2f} dB worst-style val PSNR (SSIM {best['ssim']:.3f})")
+    console.print(f"best config: {RunLayout(_run_dir(cfg, out)).tune / 'best.toml'}")
 
 
 @app.command()

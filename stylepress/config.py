@@ -269,6 +269,91 @@ class GatesConfig(_Section):
     min_throughput: Float | None = Field(None, gt=0)  # images/s, batch 1
 
 
+class ParamRange(_Section):
+    """One searched setting: a range (`low`..`high`, on a log scale with `log = true`) or `choices`."""
+    low: Float | Int | None = None
+    high: Float | Int | None = None
+    log: Bool = False
+    choices: tuple[Str | Bool | Int | Float, ...] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> ParamRange:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give low and high, or choices")
+        if self.choices is None and not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.choices is None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    def values(self) -> tuple:
+        """The values that bound it: checked against the section's own validation."""
+        return self.choices if self.choices is not None else (self.low, self.high)
+
+
+def _space(**ranges: dict) -> dict[str, ParamRange]:
+    return {k: ParamRange(**v) for k, v in ranges.items()}
+
+
+# What `stylepress tune` searches by default. λ_adv has a floor: the GAN term must not vanish.
+TRAIN_SPACE = _space(lr={"low": 5e-5, "high": 1e-3, "log": True},
+                     lambda_style={"low": 1.0, "high": 30.0, "log": True},
+                     lambda_content={"low": 0.01, "high": 3.0, "log": True},
+                     lambda_adv={"low": 0.003, "high": 0.3, "log": True},
+                     gram_weight={"low": 0.1, "high": 10.0, "log": True},
+                     gan_loss={"choices": ("lsgan", "hinge")},
+                     ema_decay={"low": 0.99, "high": 0.9995},
+                     decay_from={"low": 0.2, "high": 0.9})
+COMPRESS_SPACE = _space(importance={"choices": ("l1", "l2", "taylor")},
+                        round_to={"choices": (4, 8, 16)},
+                        global_pruning={"choices": (False, True)},
+                        lr={"low": 5e-5, "high": 2e-3, "log": True},
+                        lambda_l1={"low": 0.1, "high": 10.0, "log": True},
+                        lambda_ssim={"low": 0.1, "high": 10.0, "log": True})
+# Settings a trial's budget and bookkeeping fix, never searched.
+UNSEARCHED = {"steps", "distill_steps", "val_every", "val_images", "checkpoint_every", "log_every", "patience",
+              "device", "amp", "target_macs", "ratio", "ignored"}
+MIN_LAMBDA_ADV = 1e-3
+
+
+class TuneSpace(_Section):
+    train: dict[str, ParamRange] = TRAIN_SPACE
+    compress: dict[str, ParamRange] = COMPRESS_SPACE
+
+    @field_validator("train", "compress")
+    @classmethod
+    def _known_settings(cls, space: dict[str, ParamRange], info: ValidationInfo) -> dict[str, ParamRange]:
+        section = TrainConfig if info.field_name == "train" else CompressConfig
+        for key, rng in space.items():
+            if key not in section.model_fields or key in UNSEARCHED:
+                raise ValueError(f"{key}: unknown key (not a searchable [{info.field_name}] setting)")
+            for value in rng.values():
+                try:
+                    section.model_validate({key: value})
+                except ValidationError as exc:
+                    raise ValueError(f"{key}: {value!r}: {exc.errors()[0]['msg']}") from None
+        adv = space.get("lambda_adv") if info.field_name == "train" else None
+        if adv is not None and min(adv.values()) < MIN_LAMBDA_ADV:
+            raise ValueError(f"lambda_adv: the GAN term needs a floor: every value >= {MIN_LAMBDA_ADV}")
+        return space
+
+
+class TuneConfig(_Section):
+    """`stylepress tune`: Optuna's TPE over [tune.space.<stage>], median pruning made patient."""
+    trials: Int = Field(20, ge=1)
+    steps: Int = Field(300, ge=1)  # each trial's budget: train.steps or compress.distill_steps
+    val_every: Int = Field(50, ge=1)  # a validation, reported to the pruner, every this many steps
+    sampler: Literal["tpe", "random"] = "tpe"
+    startup_trials: Int = Field(5, ge=0)  # trials before TPE models the space and the pruner may prune
+    prune_warmup: Int = Field(1, ge=0)  # validations of a trial before it may be pruned
+    # A trial is pruned only when it is below the median of earlier trials at the same step AND its last
+    # patience + 1 validations did not beat its own earlier best by more than min_delta_db: GAN curves
+    # are noisy, and a trial still setting new bests is not cut. patience 0 = the median rule alone.
+    patience: Int = Field(1, ge=0)
+    min_delta_db: Float = Field(0.05, ge=0)
+    space: TuneSpace = TuneSpace()
+
+
 class Config(_Section):
     name: Str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: Int = Field(0, ge=0)
@@ -280,6 +365,7 @@ class Config(_Section):
     serving: ServingConfig = ServingConfig()
     bench: BenchConfig = BenchConfig()
     gates: GatesConfig = GatesConfig()
+    tune: TuneConfig = TuneConfig()
 
     @property
     def crop(self) -> int:

@@ -41,6 +41,10 @@ class RunLayout:
         return self.student / "sweep"
 
     @property
+    def tune(self) -> Path:  # `stylepress tune`: the study, its trials, best.toml and the report
+        return self.root / "tune"
+
+    @property
     def ablation(self) -> Path:  # python -m stylepress.benchmarks ablation
         return self.root / "ablation"
 

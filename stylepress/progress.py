@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+_live: list[Progress] = []  # the bar on screen: a bar opened inside it (a tune trial) becomes its second line
 
 
 class _Bar:
@@ -28,8 +29,19 @@ def progress_bar(total: int, description: str, enabled: bool = True):
     if not enabled:
         yield _Bar(None, None)
         return
+    if _live:
+        task = _live[-1].add_task(description, total=total, status="")
+        try:
+            yield _Bar(_live[-1], task)
+        finally:
+            _live[-1].remove_task(task)
+        return
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         TextColumn("{task.fields[status]}"), console=console, transient=False)
     with progress:
-        yield _Bar(progress, progress.add_task(description, total=total, status=""))
+        _live.append(progress)
+        try:
+            yield _Bar(progress, progress.add_task(description, total=total, status=""))
+        finally:
+            _live.pop()

@@ -304,3 +304,24 @@ def test_an_imported_family_compresses_with_output_distillation(tmp_path):
     assert spec.arch == "animegan2" and spec.channels
     prune_json = json.loads((run_dir / "student" / "prune.json").read_text())
     assert prune_json["student_macs"] < prune_json["teacher_macs"]
+
+
+def test_a_bad_student_checkpoint_is_a_one_line_error(compressed, tmp_path):
+    import shutil
+
+    config, run_dir = compressed
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    state_path = run / "student" / "state.pt"
+    good = torch.load(state_path, weights_only=True)
+    wrong_shapes = {**good, "student": {k: v[..., :1] if v.ndim else v for k, v in good["student"].items()}}
+    for content, message in ((b"not a checkpoint", "cannot resume from"),
+                             ({"kind": "teacher", "step": 3}, "not a student checkpoint"),
+                             (wrong_shapes, "'student' does not fit this run")):
+        if isinstance(content, bytes):
+            state_path.write_bytes(content)
+        else:
+            torch.save(content, state_path)
+        result = run_cli("compress", config, "--out", run, "--resume")
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

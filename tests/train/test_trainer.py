@@ -1,8 +1,11 @@
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +17,7 @@ from stylepress.config import load_config
 from stylepress.errors import StylepressError
 from stylepress.models import load_generator
 from stylepress.train import trainer
-from stylepress.train.trainer import read_log
+from stylepress.train.loop import Progress, _keep_best, read_log
 
 # Real training runs (seconds to minutes each): the e2e tier, not unit.
 pytestmark = pytest.mark.e2e
@@ -135,14 +138,13 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     assert load_generator(teacher, "last.safetensors")  # the checkpoint is intact
 
 
-def test_best_checkpoint_and_early_stopping_follow_val_psnr(tmp_path, monkeypatch):
-    prog, saved = trainer._Progress(), []
-    monkeypatch.setattr(trainer, "save_generator", lambda *a: saved.append(prog.step))
+def test_best_checkpoint_and_early_stopping_follow_val_psnr():
+    prog, saved = Progress(), []
     for step, psnr in enumerate([10.0, 12.0, 11.0, 13.0, 12.0, 12.5, 14.0], start=1):
         prog.step = step
-        if trainer._keep_best({"val_psnr": psnr}, prog, 2, None, {}, tmp_path):
+        if _keep_best({"val_psnr": psnr}, prog, 2, lambda: saved.append(prog.step)):
             break
-    assert saved == [1, 2, 4] and prog.step == 6 and prog.best_psnr == 13.0
+    assert saved == [1, 2, 4] and prog.step == 6 and prog.best == 13.0
 
 
 def test_existing_checkpoint_is_not_overwritten_without_force(tmp_path, demo_photos):
@@ -188,3 +190,42 @@ def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path, d
     assert _same_section(json.dumps(older), cfg.model)  # keys added later, left at their defaults
     assert not _same_section(json.dumps({**older, "ngf": older["ngf"] + 1}), cfg.model)
     assert not _same_section(json.dumps({**older, "gone": 1}), cfg.model)
+
+
+def _rank_pids(root: int) -> dict[int, int]:
+    """RANK -> pid of the workers torchrun started (descendants of `root`)."""
+    from stylepress.benchmarks.load import process_tree
+
+    ranks = {}
+    for pid in process_tree(root):
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        env = dict(e.split("=", 1) for e in raw if "=" in e)
+        if "RANK" in env and "LOCAL_RANK" in env:
+            ranks[int(env["RANK"])] = pid
+    return ranks
+
+
+def test_sigterm_on_one_ddp_rank_stops_both_ranks_at_the_same_step(tmp_path, demo_photos):
+    cfg_path = write_config(tmp_path, demo_photos, steps=100_000, checkpoint_every=10_000, val_every=10_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "stylepress", "train", str(cfg_path), "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "COLUMNS": "200"})
+    log = tmp_path / "run" / "teacher" / "log.jsonl"
+    try:
+        _wait_for(lambda: len(read_log(log)) >= 5, proc, timeout=240)
+        ranks = _rank_pids(proc.pid)
+        assert set(ranks) == {0, 1}
+        os.kill(ranks[1], signal.SIGTERM)  # one rank only, as a node's OOM killer or scheduler would
+        _, err = proc.communicate(timeout=120)  # no hang: rank 0 stops too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stopped = [int(s) for s in re.findall(r"interrupted at step (\d+)", err)]
+    assert len(stopped) == 2 and stopped[0] == stopped[1], err[-3000:]
+    assert _state_step(tmp_path / "run" / "teacher") == stopped[0]  # one checkpoint, at that step
+    assert max(r["step"] for r in read_log(log)) == stopped[0]
