@@ -131,17 +131,19 @@ def _alive(worker: str) -> bool:
     return True
 
 
-def retry_dead_trials(study: optuna.Study) -> int:
+def retry_dead_trials(study: optuna.Study, storage) -> int:
     """Fail every running trial whose process on this machine is gone and queue its settings again."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
         if worker and not _alive(worker):
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             n += 1
-    if isinstance(study._storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)  # other machines' dead trials: Optuna's heartbeat
+    if isinstance(storage, optuna.storages.RDBStorage):  # other machines' dead trials: the heartbeat
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     return n
 
 
@@ -212,9 +214,9 @@ class Tuner:
         trial.set_user_attr("ssim", best[2])
         return best[1]
 
-    def run_worker(self, study: optuna.Study) -> bool:
+    def run_worker(self, study: optuna.Study, storage) -> bool:
         """Run trials until the study has `trials`; False when a signal stopped it (self.signal)."""
-        retried = retry_dead_trials(study)
+        retried = retry_dead_trials(study, storage)
         if retried:
             console.print(f"tune: {retried} trial(s) of a killed run queued again with the same settings")
         with progress_bar(self.trials, f"tune {self.stage}", enabled=self.show_progress) as bar:
@@ -234,7 +236,6 @@ class Tuner:
                     return True  # the surplus check ended it
                 bar.advance()
                 bar.update(_describe(last))
-
 
 
 class PatientMedian(optuna.pruners.BasePruner):
@@ -274,7 +275,7 @@ def _describe(t: optuna.trial.FrozenTrial) -> str:
         return f"trial {t.number}: {t.value:.2f} dB"
     if t.state == optuna.trial.TrialState.PRUNED:
         return f"trial {t.number}: pruned at step {t.last_step}"
-    return f"trial {t.number}: {t.state.name.lower()}"
+    return f"trial {t.number}: {t.state.name.lower()} {t.user_attrs.get('error', '')[:80]}"
 
 
 def _drop_optimizer_state(trial_dir: Path) -> None:
@@ -312,7 +313,7 @@ def run(cfg: Config, config_path: Path, stage: str, run_dir: str | Path, trials:
     study.sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.tune.startup_trials)
                      if cfg.tune.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
     try:
-        finished = tuner.run_worker(study)
+        finished = tuner.run_worker(study, storage_obj)
     finally:
         for helper in helpers:
             if helper.wait() != 0:
