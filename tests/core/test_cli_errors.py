@@ -94,13 +94,19 @@ def test_corrupt_checkpoint_weights(tmp_path, checkpoint, demo_photos):
 
 
 def test_tune_mistakes(tmp_path, demo_photos):
+    from stylepress import tune
+    from stylepress.config import load_config
+    from stylepress.errors import StylepressError
+
     path = write_config(tmp_path, demo_photos, body="[tune.space.train]\nlr = {low = 1e-4}\n")
     assert_one_line_error(run_cli("tune", path), "tune.space.train.lr", "give low and high, or choices")
     path = write_config(tmp_path, demo_photos)
-    assert_one_line_error(run_cli("tune", path, "--stage", "export"), "--stage must be one of train, compress")
-    assert_one_line_error(run_cli("tune", path, "--stage", "compress", "--out", tmp_path / "run"),
-                          "needs a teacher")
     url = "postgresql://user:s3cret@127.0.0.1:1/study"  # nothing listens on port 1 (or no driver)
     result = run_cli("tune", path, "--out", tmp_path / "run", "--storage", url)
     assert_one_line_error(result, "--storage postgresql://***@127.0.0.1:1/study")
     assert "s3cret" not in result.stderr
+    cfg = load_config(path)
+    with pytest.raises(StylepressError, match="--stage must be one of train, compress"):
+        tune.run(cfg, path, "export", tmp_path / "run")
+    with pytest.raises(StylepressError, match="needs a teacher"):
+        tune.run(cfg, path, "compress", tmp_path / "run")
