@@ -448,7 +448,7 @@ def _plot_bars(values: dict[str, float], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(values) + 1.2))
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names])
-    ax.set(title=title, xlabel="share of the objective's variance")
+    ax.set(title=title, xlabel="importance (normalized to sum to 1)")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
