@@ -152,7 +152,7 @@ def tune(config: ConfigArg, out: OutOpt = None,
     cfg = load_config(config, set_ or ())
     from stylepress import tune as tune_stage
 
-    result = tune_stage.run(cfg, config, stage, _run_dir(cfg, out), trials,
+    result = tune_stage.run(cfg, stage, _run_dir(cfg, out), trials,
                             storage or os.environ.get("STYLEPRESS_TUNE_STORAGE"), workers, teacher,
                             worker_index=worker_index)
     if result is None:

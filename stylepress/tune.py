@@ -284,7 +284,7 @@ def _drop_optimizer_state(trial_dir: Path) -> None:
         state.unlink(missing_ok=True)
 
 
-def run(cfg: Config, config_path: Path, stage: str, run_dir: str | Path, trials: int | None = None,
+def run(cfg: Config, stage: str, run_dir: str | Path, trials: int | None = None,
         storage: str | None = None, workers: int = 1, teacher_dir: Path | None = None,
         show_progress: bool = True, worker_index: int = 0) -> dict | None:
     """Tune `stage`; with workers > 1, workers - 1 more processes share the study. Returns the summary;
@@ -300,8 +300,10 @@ def run(cfg: Config, config_path: Path, stage: str, run_dir: str | Path, trials:
     helpers = []
     if worker_index == 0 and workers > 1:
         store = storage or str(tune_dir / "study.journal")
+        resolved = tune_dir / f"{stage}.config.toml"  # with the --set overrides: every worker tunes the same
+        write_text(resolved, to_toml(cfg))
         for i in range(1, workers):
-            cmd = [sys.executable, "-m", "stylepress", "tune", str(config_path), "--stage", stage, "--out",
+            cmd = [sys.executable, "-m", "stylepress", "tune", str(resolved), "--stage", stage, "--out",
                    str(run_dir), "--trials", str(trials), "--workers", str(workers), "--worker-index", str(i),
                    *(["--teacher", str(teacher_dir)] if teacher_dir else [])]
             env = {**os.environ, "STYLEPRESS_TUNE_STORAGE": store}  # a URL's password stays out of argv

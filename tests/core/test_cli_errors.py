@@ -107,6 +107,6 @@ def test_tune_mistakes(tmp_path, demo_photos):
     assert "s3cret" not in result.stderr
     cfg = load_config(path)
     with pytest.raises(StylepressError, match="--stage must be one of train, compress"):
-        tune.run(cfg, path, "export", tmp_path / "run")
+        tune.run(cfg, "export", tmp_path / "run")
     with pytest.raises(StylepressError, match="needs a teacher"):
-        tune.run(cfg, path, "compress", tmp_path / "run")
+        tune.run(cfg, "compress", tmp_path / "run")

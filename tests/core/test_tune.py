@@ -94,17 +94,19 @@ def test_a_sigkilled_tune_resumes_to_the_requested_count_and_retries_the_running
 @pytest.mark.e2e
 def test_two_workers_share_one_sqlite_study(tmp_path, demo_photos):
     cfg_path = _config(tmp_path, demo_photos, space='lr = {low = 1e-4, high = 2e-3, log = true}')
-    # Trials of a few seconds: the second worker (a new process, importing torch) gets its share.
-    cfg_path.write_text(cfg_path.read_text().replace("steps = 12", "steps = 90").replace("val_every = 3",
-                                                                                         "val_every = 30"))
+    cfg_path.write_text(cfg_path.read_text().replace("val_every = 3", "val_every = 30"))
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    result = run_cli("tune", cfg_path, "--out", tmp_path / "run", "--storage", url, "--workers", "2")
+    # Trials of a few seconds, so that the second worker (a new process, importing torch) gets its
+    # share; given with --set, which must reach that worker too (the file says 12 steps).
+    result = run_cli("tune", cfg_path, "--out", tmp_path / "run", "--storage", url, "--workers", "2",
+                     "--set", "tune.steps=90")
     assert result.returncode == 0, result.stderr[-2000:]
     study = optuna.load_study(study_name="tiny-train", storage=url)
     counted = [t for t in study.trials if t.state in tune.COUNTED]
     assert len(counted) == 4
     workers = {t.user_attrs["worker"] for t in counted}
     assert len(workers) == 2  # both processes ran trials
+    assert all(t.user_attrs["curve"][-1][0] == 90 for t in counted if t.state == tune.COUNTED[0])
     assert json.loads((tmp_path / "run" / "tune" / "study.json").read_text())["states"]["complete"] >= 1
 
 
