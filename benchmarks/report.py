@@ -33,24 +33,21 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from stylepress import selection
+from stylepress.config import Config
+from stylepress.data import val_image_paths
+from stylepress.export import serving_inputs
+from stylepress.export.runtime import resolve_cpu_provider, session
+from stylepress.fsutil import write_json, write_text
+from stylepress.images import grid, save_image, to_image
+from stylepress.layout import RunLayout
+from stylepress.models import load_generator, read_spec
+from stylepress.plots import pyplot, save_png
 
-from stylepress import selection  # noqa: E402
-from stylepress.config import Config  # noqa: E402
-from stylepress.data import val_image_paths  # noqa: E402
-from stylepress.export import serving_inputs  # noqa: E402
-from stylepress.export.runtime import resolve_cpu_provider, session  # noqa: E402
-from stylepress.fsutil import atomic_path, write_json, write_text  # noqa: E402
-from stylepress.images import grid, save_image, to_image  # noqa: E402
-from stylepress.layout import RunLayout  # noqa: E402
-from stylepress.models import load_generator, read_spec  # noqa: E402
-
-from .serving_latency import concurrency_table  # noqa: E402
+from .serving_latency import concurrency_table
 
 SAMPLE_PHOTOS = 3
 
@@ -141,6 +138,7 @@ def pareto_front(vs: list[dict]) -> list[dict]:
 
 
 def plot(vs: list[dict], served: dict | None, path: Path) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for v in vs:
         marker = "^" if v["name"].startswith("triton-") else "o" if v["provider"] == "default" else "s"
@@ -166,9 +164,7 @@ def plot(vs: list[dict], served: dict | None, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def gate_cells(g: dict) -> tuple[str, str]:

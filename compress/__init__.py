@@ -23,6 +23,7 @@ from stylepress.fsutil import write_json
 from stylepress.layout import RunLayout
 from stylepress.machine import describe, now
 from stylepress.models import ARCH_FILE, ArchSpec, build_generator, layer_channels, load_generator, read_spec
+from stylepress.plots import pyplot, save_png
 
 from .distill import STATE_FILE, distill
 from .pruning import count, prune, prune_to_macs
@@ -117,13 +118,7 @@ def _taylor_batch(data: PortraitData, batch_size: int):
 
 
 def _plot_sweep(report: dict, styles: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from stylepress.fsutil import atomic_path
-
+    plt = pyplot()
     points = report["points"]
     x = [p["macs_reduction"] for p in points]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -140,6 +135,4 @@ def _plot_sweep(report: dict, styles: list[str], path: Path) -> None:
         ax.legend()
     fig.suptitle("compression frontier: val portraits, student vs teacher")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

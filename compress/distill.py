@@ -203,6 +203,6 @@ def _teacher_discriminator(cfg: Config, state_path: Path | None, n_styles: int) 
 
 def _load(path: Path, modules: dict, gen: torch.Generator) -> Progress:
     state = read_checkpoint(path, KIND)
-    prog = load_checkpoint(path, KIND, modules, state)
+    prog = load_checkpoint(path, state, modules)
     gen.set_state(state["data_rng"])
     return prog

@@ -77,12 +77,12 @@ def import_(weights: Annotated[Path, typer.Argument(help="The checkpoint: .safet
             trust_code: TrustOpt = False):
     """Import a published generator's checkpoint as the run's teacher/ (safe loading, strict keys)."""
     _trust(trust_code)
-    from .models import save_generator
+    from .models import WEIGHTS_FILE, save_generator
     from .models.published import import_generator, parse_options
 
     run_dir = out if out is not None else Path("runs") / weights.stem
     teacher = RunLayout(run_dir).teacher
-    if (teacher / "weights.safetensors").exists() and not force:
+    if (teacher / WEIGHTS_FILE).exists() and not force:
         raise StylepressError(f"{teacher} already holds a teacher: pass --force to replace it")
     model, spec = import_generator(arch, weights, parse_options(option or []), style)
     save_generator(model, spec, teacher)

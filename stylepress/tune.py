@@ -34,10 +34,13 @@ import torch
 from . import compress, train
 from .config import BUILTIN_STYLES, Config, ParamRange, parse_config, to_toml
 from .errors import StylepressError
-from .fsutil import atomic_path, write_json, write_text
+from .fsutil import write_json, write_text
 from .layout import RunLayout
 from .machine import describe, now
+from .models import WEIGHTS_FILE
+from .plots import pyplot, save_png
 from .progress import console, progress_bar
+from .train.loop import STATE_FILE
 
 STAGES = ("train", "compress")
 TIE_DB = 0.01  # PSNR differences below this are a tie, decided by SSIM
@@ -156,7 +159,7 @@ class Tuner:
         self.layout = RunLayout(run_dir)
         self.space = getattr(cfg.tune.space, stage)
         self.teacher_dir = teacher_dir or self.layout.teacher
-        if stage == "compress" and not (self.teacher_dir / "weights.safetensors").is_file():
+        if stage == "compress" and not (self.teacher_dir / WEIGHTS_FILE).is_file():
             raise StylepressError(f"tune --stage compress needs a teacher: {self.teacher_dir} has none "
                                   "(train one, or pass --teacher DIR)")
         if stage == "train" and not any(s in BUILTIN_STYLES for s in cfg.data.styles):
@@ -280,7 +283,7 @@ def _describe(t: optuna.trial.FrozenTrial) -> str:
 
 def _drop_optimizer_state(trial_dir: Path) -> None:
     """A finished trial keeps its weights, log and samples; optimizer state is most of its bytes."""
-    for state in trial_dir.glob("*/state.pt"):
+    for state in trial_dir.glob(f"*/{STATE_FILE}"):
         state.unlink(missing_ok=True)
 
 
@@ -407,21 +410,8 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
 def _plot_history(trials: list, path: Path) -> None:
-    plt = _figure()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     ax1.plot([t.number for t in done], [t.value for t in done], "o", label="trial")
@@ -441,19 +431,17 @@ def _plot_history(trials: list, path: Path) -> None:
         ax.grid(True, alpha=0.3)
     ax1.legend()
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def _plot_bars(values: dict[str, float], title: str, path: Path) -> None:
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(values) + 1.2))
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names])
     ax.set(title=title, xlabel="importance (normalized to sum to 1)")
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -467,7 +455,7 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _plot_front(trials: list, path: Path) -> None:
-    plt = _figure()
+    plt = pyplot()
     points = [(t.user_attrs["macs"], t.value) for t in trials
               if t.state == optuna.trial.TrialState.COMPLETE and "macs" in t.user_attrs]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -479,5 +467,4 @@ def _plot_front(trials: list, path: Path) -> None:
     ax.set(xlabel="student GMACs", ylabel="worst-style PSNR to teacher (dB)", title="PSNR against MACs")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path, write_text
+from stylepress.models import WEIGHTS_FILE
 from stylepress.progress import progress_bar
 
 LOG_FILE = "log.jsonl"
@@ -131,7 +132,7 @@ def run_loop(prog: Progress, cadence: Cadence, out: Path, description: str, *,
                 save_state(prog)
             if stop_early or signum:
                 break
-    if ranks.main and not (out / "weights.safetensors").exists():
+    if ranks.main and not (out / WEIGHTS_FILE).exists():
         save_best()  # nothing was ranked (no paired style, or no validation yet): the last EMA weights
     return LoopResult(status, prog.step, signum or None, last_val)
 
@@ -211,10 +212,10 @@ def read_checkpoint(path: Path, kind: str) -> dict:
     return state
 
 
-def load_checkpoint(path: Path, kind: str, modules: dict, state: dict | None = None) -> Progress:
-    """Load `modules` from a checkpoint written by `save_checkpoint`; a missing part or a shape that does
-    not fit is one line (e.g. a student checkpoint of another pruning)."""
-    state = read_checkpoint(path, kind) if state is None else state
+def load_checkpoint(path: Path, state: dict, modules: dict) -> Progress:
+    """Load `modules` from `state`, the checkpoint `read_checkpoint` read from `path` (a stage checks its
+    own extras first); a missing part or a shape that does not fit is one line (e.g. a student
+    checkpoint of another pruning)."""
     for name, module in modules.items():
         if name not in state:
             raise StylepressError(f"cannot resume from {path}: it holds no {name!r} (another kind of run?)")

@@ -30,7 +30,14 @@ from stylepress.fsutil import write_text
 from stylepress.images import grid, save_image, to_image
 from stylepress.layout import RunLayout
 from stylepress.metrics import psnr, ssim
-from stylepress.models import build_discriminator, build_generator, generator_spec, save_generator, save_weights
+from stylepress.models import (
+    WEIGHTS_FILE,
+    build_discriminator,
+    build_generator,
+    generator_spec,
+    save_generator,
+    save_weights,
+)
 from stylepress.models.spec import write_spec
 
 from . import losses
@@ -104,7 +111,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
             log.info("resumed %s at step %d", out, prog.step)
     elif main:
         out.mkdir(parents=True, exist_ok=True)
-        for name in (LOG_FILE, "weights.safetensors", "last.safetensors", "samples.png", STATE_FILE):
+        for name in (LOG_FILE, WEIGHTS_FILE, "last.safetensors", "samples.png", STATE_FILE):
             (out / name).unlink(missing_ok=True)
     if main:
         write_text(out / "config.toml", to_toml(cfg))
@@ -247,6 +254,6 @@ def _load_state(path: Path, cfg: Config, modules: dict, gen: torch.Generator, ra
     if len(state["data_rng"]) != ranks.world:
         raise StylepressError(f"cannot resume from {path}: saved with {len(state['data_rng'])} processes, "
                               f"now {ranks.world}")
-    prog = load_checkpoint(path, KIND, modules, state)
+    prog = load_checkpoint(path, state, modules)
     gen.set_state(state["data_rng"][ranks.rank])
     return prog
