@@ -8,10 +8,15 @@
                                                       checked requests over HTTP and gRPC, RSS over time
   python -m stylepress.benchmarks family-teacher CONFIG --arch animegan2 --style sketch
                                                       a trained teacher in a published family's architecture
+  python -m stylepress.benchmarks transfer CONFIG --from RUN [--style watercolor --steps 500 --few 10]
+                                                      a new style by transfer against training from scratch
+  python -m stylepress.benchmarks reference [--val-photos DIR]
+                                                      the bundled models' val figures from the shipped weights
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -108,6 +113,54 @@ def family_teacher(config: ConfigArg, arch: Annotated[str, typer.Option(help="A 
               if "val_psnr" in result else "not validated yet")
     stopped = f" (stopped by {result['signal']})" if result["signal"] else ""
     print(f"{result['dir']}: {scores} at step {result['step']}{stopped}")
+
+
+@app.command("transfer")
+def transfer_suite(config: ConfigArg,
+                   source: Annotated[Path, typer.Option("--from", help="The run whose teacher learns the style.")],
+                   style: Annotated[str, typer.Option(help="The new style: built-in or a folder.")] = "watercolor",
+                   steps: Annotated[int, typer.Option(min=1, help="N: transfer and the short fresh teacher.")] = 500,
+                   few: Annotated[int, typer.Option(min=1, help="Training photos of the few-photo runs.")] = 10,
+                   out: OutOpt = None, set_: SetOpt = None):
+    """A new style by transfer (style mode, N steps; few photos: style, decoder, lora) against a teacher
+    trained from scratch on every style for N and 8N steps: <run>/transfer/transfer.{json,md}, samples.png.
+    Finished runs are skipped and interrupted ones resumed."""
+    from . import transfer
+
+    if Path(style).is_dir():  # a folder named on the command line is relative to here, not to the config
+        style = str(Path(style).resolve())
+    cfg, run_dir = _setup(config, out, [*(set_ or ()), f"transfer.add_styles=[{json.dumps(style)}]"])
+    report = transfer.run(cfg, source, run_dir, cfg.transfer.add_styles[0], steps, few)
+    print(transfer.markdown(report))
+    if "interrupted" in report:
+        raise typer.Exit(130)
+
+
+@app.command()
+def reference(val_photos: Annotated[Path, typer.Option(help="The held-out portraits.")] = Path(
+                  "../shared/data/portraits/val"),
+              out: Annotated[Path, typer.Option(help="Where reference.{json,md} go.")] = Path("runs/reference-check"),
+              add: Annotated[str | None, typer.Option(
+                  help="Maintainers: bundle the checkpoint --from as this name.")] = None,
+              source: Annotated[Path | None, typer.Option("--from", help="With --add: the checkpoint folder.")] = None,
+              kind: Annotated[str, typer.Option(help="With --add: teacher | student.")] = "teacher",
+              teacher: Annotated[str | None, typer.Option(help="With --add, a student: its bundled teacher.")] = None,
+              description: Annotated[str, typer.Option(help="With --add.")] = "",
+              config: Annotated[str, typer.Option(help="With --add: the config it was trained with.")] = "",
+              command: Annotated[str, typer.Option(help="With --add: the command that produced it.")] = "",
+              resolution: Annotated[int, typer.Option(help="With --add: the val resolution.")] = 256):
+    """Re-measure every bundled model's val figures from the shipped weights against the manifest
+    (reference.{json,md}); with --add, bundle a checkpoint first."""
+    from . import reference as suite
+
+    if not val_photos.is_dir():
+        raise StylepressError(f"--val-photos {val_photos}: folder not found")
+    if add is not None:
+        if source is None:
+            raise StylepressError("--add needs --from (the checkpoint folder to bundle)")
+        suite.add(add, source, kind, description, config, command, suite.SHARED_PORTRAITS, val_photos, resolution,
+                  teacher)
+    print(suite.markdown(suite.run(val_photos, out)))
 
 
 if __name__ == "__main__":

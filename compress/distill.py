@@ -85,9 +85,11 @@ class _Recorder:
 
 
 def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: ArchSpec, data: PortraitData, out: Path,
-            teacher_state: Path | None, resume: bool = False, show_progress: bool = True, callbacks=()) -> dict:
+            teacher_state: Path | None, resume: bool = False, show_progress: bool = True, callbacks=(),
+            styles: list[int] | None = None, params: list[nn.Parameter] | None = None) -> dict:
     """Fine-tune `student` toward `teacher`; write out/{weights,last}.safetensors, log.jsonl,
-    samples.png, state.pt. Returns the last validation record (student vs teacher)."""
+    samples.png, state.pt. Returns the last validation record (student vs teacher). `styles` and
+    `params` narrow what trains (default: every style, every parameter): transfer's new rows."""
     cc = cfg.compress
     device = resolve_device(cc.device, "compress.device")
     teacher, student = teacher.to(device).eval().requires_grad_(False), student.to(device).train()
@@ -107,7 +109,7 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: ArchSpec,
     D = None
     if cc.lambda_adv > 0:
         D = _teacher_discriminator(cfg, teacher_state, spec.num_styles).to(device)
-    params = [*student.parameters(), *adaptors.parameters()]
+    params = [*(student.parameters() if params is None else params), *adaptors.parameters()]
     opt = torch.optim.Adam(params, lr=cc.lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(cc.distill_steps, 0.5))
     opt_D = torch.optim.Adam(D.parameters(), lr=cc.lr, betas=(0.5, 0.999)) if D is not None else None
@@ -122,11 +124,11 @@ def distill(cfg: Config, teacher: nn.Module, student: nn.Module, spec: ArchSpec,
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / LOG_FILE).unlink(missing_ok=True)
-    n_styles = spec.num_styles
+    styles = list(range(spec.num_styles)) if styles is None else styles
 
     def step(i: int) -> dict[str, float]:
-        batch = data.sample(i % n_styles, cc.batch_size, gen)
-        photo, s = batch.photo.to(device), batch.style.to(device)
+        photo = data.sample(i % len(data.styles), cc.batch_size, gen).photo.to(device)  # the teacher labels it
+        s = torch.full((len(photo),), styles[i % len(styles)], device=device)
         with torch.no_grad():
             t_out, t_feats = t_taps(teacher, photo, s)
         s_out, s_feats = s_taps(student, photo, s)

@@ -41,6 +41,8 @@ class StyleNormPruner(tp.pruner.BasePruningFunc):
             tp.prune_batchnorm_out_channels(layer.norm, idxs)
         elif isinstance(layer.norm, nn.InstanceNorm2d):
             layer.norm.num_features = len(keep)
+        elif isinstance(layer.norm, nn.GroupNorm):  # a family's layer made per-style (models.styled)
+            layer.norm.num_channels = len(keep)
         layer.channels = len(keep)
         return layer
 

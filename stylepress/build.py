@@ -104,6 +104,10 @@ def _outputs_of(*names: str) -> Callable[[Config, RunLayout], dict[str, str]]:
 
 
 def _train_inputs(cfg: Config, layout: RunLayout) -> dict[str, str]:
+    if cfg.model.pretrained is not None:  # bundled, not trained
+        from .catalog import entry
+
+        return {f"pretrained/{cfg.model.pretrained}/{f}": h for f, h in entry(cfg.model.pretrained).files.items()}
     if cfg.model.weights is not None:  # imported, not trained
         return _hash_files(layout.root, [cfg.model.weights])
     folders = [cfg.data.photos, cfg.data.val_photos, *(Path(s) for s in cfg.data.styles if s not in BUILTIN_STYLES)]
@@ -144,6 +148,18 @@ def _train(cfg: Config, layout: RunLayout, resume: bool, log) -> int | None:
     from .train.trainer import STATE_FILE
 
     teacher = layout.teacher
+    if cfg.model.pretrained is not None or cfg.model.weights is not None:
+        shutil.rmtree(teacher, ignore_errors=True)  # a teacher trained here before (state.pt, log) is not this one
+    if cfg.model.pretrained is not None:
+        from .catalog import checkpoint, entry
+        from .fsutil import atomic_write
+
+        source = checkpoint(cfg.model.pretrained)  # every file checked against its sha256
+        teacher.mkdir(parents=True, exist_ok=True)
+        for name in entry(cfg.model.pretrained).files:
+            atomic_write(teacher / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp))
+        log(f"train: the bundled teacher {cfg.model.pretrained!r} ({', '.join(entry(cfg.model.pretrained).styles)})")
+        return None
     if cfg.model.weights is not None:
         from .models import save_generator
         from .models.published import import_generator

@@ -5,6 +5,7 @@ User mistakes (StylepressError) exit with code 2 and one line on stderr; bugs st
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,8 @@ ConfigArg = Annotated[Path, typer.Argument(help="The run's TOML config.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<name>).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config value: section.key=value (TOML value), repeatable.")]
+PretrainedOpt = Annotated[str | None, typer.Option(
+    "--pretrained", help="A bundled model (`stylepress models`), checked against its sha256.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-code", help="Allow a module:PKG.MOD:FACTORY architecture (from "
                                                              "the config or a checkpoint) to import and run code.")]
 
@@ -41,6 +44,17 @@ def _trust(enabled: bool) -> None:
         from .models.published import trust_code
 
         trust_code()
+
+
+def _checkpoint(folder: Path | None, pretrained: str | None, flag: str) -> Path | None:
+    """A checkpoint folder given as a path or as a bundled model's name (verified), not both."""
+    if pretrained is None:
+        return folder
+    if folder is not None:
+        raise StylepressError(f"give {flag} or --pretrained, not both")
+    from .catalog import checkpoint
+
+    return checkpoint(pretrained)
 
 
 def _run_dir(cfg, out: Path | None) -> Path:
@@ -61,6 +75,60 @@ def train(config: ConfigArg, out: OutOpt = None,
 
     result = train_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force)
     _report(result)
+
+
+@app.command()
+def transfer(config: ConfigArg,
+             source: Annotated[Path | None, typer.Option(
+                 "--from", help="The trained model: a run directory or a teacher folder (trained or imported).")
+             ] = None,
+             pretrained: PretrainedOpt = None, out: OutOpt = None,
+             steps: Annotated[int | None, typer.Option(help="Override transfer.steps.")] = None,
+             resume: Annotated[bool, typer.Option("--resume", help="Continue from teacher/state.pt.")] = False,
+             force: Annotated[bool, typer.Option("--force", help="Start over, replacing a checkpoint.")] = False,
+             student: Annotated[bool, typer.Option("--student", help="Give the student in --from the new "
+                                                                     "styles of <out>/teacher (transferred first), "
+                                                                     "distilling only their rows.")] = False,
+             set_: SetOpt = None, trust_code: TrustOpt = False):
+    """Add styles to a trained generator, or adapt it to new photos ([transfer]); writes <run>/teacher/
+    (an ordinary teacher), or with --student <run>/student/, and its transfer.json."""
+    _trust(trust_code)
+    overrides = [*(set_ or ()), *([f"transfer.steps={steps}"] if steps is not None else [])]
+    cfg = load_config(config, overrides)
+    if student:
+        from stylepress.compress import transfer as stage
+    else:
+        from stylepress.train import transfer as stage
+    source = _checkpoint(source, pretrained, "--from")
+    if source is None:
+        raise StylepressError("give the model to start from: --from DIR or --pretrained NAME")
+    report = stage.run(cfg, source, _run_dir(cfg, out), resume=resume, force=force)
+    params = report["params"]
+    console.print(f"{report['mode']} mode: trained {params['trained']:,} of {params['total']:,} parameters "
+                  f"in {report['wall_s']:.0f} s; styles {', '.join(report['styles'])}")
+    console.print(f"val after: {report['after']}")
+    if report.get("signal") is not None:
+        raise typer.Exit(128 + report["signal"])
+
+
+@app.command()
+def models(name: Annotated[str | None, typer.Argument(help="One model: its manifest entry, files checked.")] = None):
+    """The pretrained models bundled with stylepress: name, styles, cost, val figures, size."""
+    from . import catalog
+
+    if name is not None:
+        catalog.checkpoint(name)  # the files match the manifest
+        entry = catalog.entry(name)
+        print(json.dumps({**entry.model_dump(mode="json"), "path": str(catalog.root() / name)}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("name", "kind", "styles", "GMACs", "params", "size", "val PSNR / SSIM")
+    for e in catalog.entries().values():
+        figures = ", ".join(f"{s} {v['psnr']:.2f} / {v['ssim']:.3f}" for s, v in e.val.items())
+        table.add_row(e.name, e.kind + (f" of {e.teacher}" if e.teacher else ""), ", ".join(e.styles),
+                      f"{e.macs / 1e9:.2f}", f"{e.params:,}", f"{e.size_bytes / 1e6:.1f} MB", figures)
+    console.print(table)
 
 
 @app.command("import")
@@ -95,6 +163,7 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
             output: Annotated[Path, typer.Option("-o", "--output", help="Output file (one input) or folder.")],
             checkpoint: Annotated[Path | None, typer.Option(
                 "--checkpoint", help="Offline: a teacher/ or student/ folder.")] = None,
+            pretrained: PretrainedOpt = None,
             url: Annotated[str | None, typer.Option(help="Through Triton: the server's HTTP (or gRPC) URL.")] = None,
             grpc: Annotated[bool, typer.Option("--grpc", help="Use gRPC with --url.")] = False,
             model: Annotated[str | None, typer.Option(help="Ensemble to call (default: the only one).")] = None,
@@ -118,6 +187,7 @@ def stylize(images: Annotated[list[Path], typer.Argument(help="Input images (JPE
         from stylepress.serving import read_key
 
         key = read_key(key_file)
+    checkpoint = _checkpoint(checkpoint, pretrained, "--checkpoint")
     for path in stylize_mod.run(images, output, style, checkpoint=checkpoint, size=size, url=url, grpc=grpc,
                                 model=model, key=key, tls_ca=tls_ca, fmt=fmt, quality=quality):
         print(path)
@@ -174,7 +244,7 @@ def compress(config: ConfigArg, out: OutOpt = None,
                  help="MACs reductions, e.g. 2,4,8,16,20: one student each, plus sweep.json/png.")] = None,
              teacher: Annotated[Path | None, typer.Option(
                  help="A teacher/ folder to compress instead of <run>/teacher.")] = None,
-             set_: SetOpt = None,
+             pretrained: PretrainedOpt = None, set_: SetOpt = None,
              trust_code: TrustOpt = False):
     """Prune the run's teacher (torch-pruning) and distil it into student/."""
     _trust(trust_code)
@@ -183,7 +253,7 @@ def compress(config: ConfigArg, out: OutOpt = None,
     from stylepress import compress as compress_stage
 
     result = compress_stage.run(cfg, _run_dir(cfg, out), resume=resume, force=force, sweep=factors,
-                                teacher_dir=teacher)
+                                teacher_dir=_checkpoint(teacher, pretrained, "--teacher"))
     for point in result.get("points", [result]):
         scores = "  ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in point.items()
                            if k.startswith("val_") and isinstance(v, float))
@@ -496,17 +566,22 @@ def config_show(config: ConfigArg, set_: SetOpt = None):
 
 
 @app.command()
-def demo(out: OutOpt = None, steps: Annotated[int | None, typer.Option(help="Override train.steps.")] = None):
-    """The whole job on portraits shipped inside installed packages: the build (train, compress, export,
-    repository, benchmarks, report), then serve with Triton and stylize through it."""
+def demo(out: OutOpt = None,
+         train: Annotated[bool, typer.Option("--train", help="Train a small teacher on the two photos instead "
+                                                             "of using the bundled one.")] = False,
+         steps: Annotated[int | None, typer.Option(help="Override the distillation steps (with --train: the "
+                                                        "teacher's training steps).")] = None):
+    """The whole job on portraits shipped inside installed packages: the build (the bundled teacher, compress,
+    export, repository, benchmarks, report), then serve with Triton and stylize through it."""
     from . import demo as demo_mod
 
-    result = demo_mod.run(out if out is not None else Path("runs") / "demo", steps, log=console.print)
+    result = demo_mod.run(out if out is not None else Path("runs") / "demo", steps, train, log=console.print)
     for r in result.stages:
         console.print(f"{r.stage:9s} {r.status}" + (f" ({r.wall_s:.1f} s)" if r.status == "ran" else ""))
     if result.signal is not None:
         raise typer.Exit(128 + result.signal)
-    console.print(f"teacher samples: {result.run_dir / 'teacher' / 'samples.png'}")
+    samples = result.run_dir / ("teacher" if train else "student") / "samples.png"
+    console.print(f"{'teacher' if train else 'student'} samples: {samples}")
     console.print(f"report: {result.run_dir / 'report' / 'report.html'}")
     console.print(result.summary)
     console.print(f"Triton repository: {result.repository}")

@@ -43,6 +43,24 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     return (base / value.expanduser()).resolve()
 
 
+def _known_styles(styles: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    """Built-in style names, or style folders resolved against the config's folder."""
+    resolved = []
+    for style in styles:
+        if style in BUILTIN_STYLES:
+            resolved.append(style)
+            continue
+        folder = _resolve(Path(style), info)
+        if not folder.is_dir():
+            raise ValueError(
+                f"{style!r} is neither a built-in style ({', '.join(BUILTIN_STYLES)}) nor a folder"
+            )
+        resolved.append(str(folder))
+    if len(set(resolved)) != len(resolved):
+        raise ValueError("a style is listed twice")
+    return tuple(resolved)
+
+
 class DataConfig(_Section):
     photos: Path
     val_photos: Path | None = None
@@ -59,23 +77,7 @@ class DataConfig(_Section):
             raise ValueError(f"folder not found: {value}")
         return value
 
-    @field_validator("styles")
-    @classmethod
-    def _known_styles(cls, styles: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        resolved = []
-        for style in styles:
-            if style in BUILTIN_STYLES:
-                resolved.append(style)
-                continue
-            folder = _resolve(Path(style), info)
-            if not folder.is_dir():
-                raise ValueError(
-                    f"{style!r} is neither a built-in style ({', '.join(BUILTIN_STYLES)}) nor a folder"
-                )
-            resolved.append(str(folder))
-        if len(set(resolved)) != len(resolved):
-            raise ValueError("a style is listed twice")
-        return tuple(resolved)
+    _styles = field_validator("styles")(_known_styles)
 
 
 class ModelConfig(_Section):
@@ -85,6 +87,7 @@ class ModelConfig(_Section):
                                         r"module:[\w.]+:\w+)$")
     weights: Path | None = None  # the checkpoint to import (safetensors, or a weights-only state dict)
     options: dict[str, int | float | bool | str] = {}  # the family's constructor options
+    pretrained: Str | None = None  # a bundled teacher (`stylepress models`) instead of training one
     ngf: Int = Field(64, ge=1, le=1024)
     n_blocks: Int = Field(9, ge=0, le=64)
     norm: Literal["instance", "batch", "none"] = "instance"
@@ -107,6 +110,11 @@ class ModelConfig(_Section):
     def _weights_iff_imported(self) -> ModelConfig:
         if (self.weights is None) != (self.arch == "resnet"):
             raise ValueError(f"arch {self.arch!r}: an imported arch needs model.weights, and only one takes it")
+        if self.pretrained is not None:
+            if self.weights is not None:
+                raise ValueError("give model.pretrained or model.weights, not both")
+            if _bundled(self.pretrained).kind != "teacher":
+                raise ValueError(f"pretrained {self.pretrained!r} is a student: the run's teacher must be a teacher")
         return self
 
 
@@ -354,6 +362,44 @@ class TuneConfig(_Section):
     space: TuneSpace = TuneSpace()
 
 
+class TransferConfig(_Section):
+    """`stylepress transfer`: adapt a trained generator to new styles or a new photo set."""
+    # Styles to add (built-in names or style folders). None: adapt the model's styles named in
+    # [data] styles to `photos`.
+    add_styles: tuple[Str, ...] = Field((), max_length=16)
+    photos: Path | None = None  # train on these photos instead of [data] photos
+    # style: only the new styles' norm rows train (old styles' outputs stay bit-identical);
+    # decoder: + the last `decoder_layers` convolutions; full: the whole generator;
+    # lora: rank-`lora_rank` adapters on the convolutions, merged into the weights at the end.
+    mode: Literal["style", "decoder", "full", "lora"] = "style"
+    steps: Int = Field(1000, ge=1)
+    lr: Float = Field(1e-3, gt=0, le=1.0)  # norm rows and adapters; the discriminator keeps [train] lr
+    lr_scale: Float = Field(0.1, gt=0, le=1.0)  # decoder/full: shared weights train at lr * lr_scale
+    init: Str = "mean"  # new rows start as the mean of the existing rows, or as the named style's
+    decoder_layers: Int = Field(3, ge=1)
+    freeze_d: Int = Field(2, ge=0)  # FreezeD: the teacher discriminator's first layers stay fixed
+    lora_rank: Int = Field(4, ge=1, le=256)
+    lora_alpha: Float = Field(4.0, gt=0)
+
+    _resolve_photos = field_validator("photos")(_resolve)
+    _styles = field_validator("add_styles")(_known_styles)
+
+    @field_validator("photos")
+    @classmethod
+    def _is_folder(cls, value: Path | None) -> Path | None:
+        return DataConfig._is_folder(value)
+
+
+def _bundled(name: str):
+    """A bundled model's manifest entry; an unknown name is a ValueError, so the message names the key."""
+    from . import catalog
+
+    try:
+        return catalog.entry(name)
+    except StylepressError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class Config(_Section):
     name: Str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: Int = Field(0, ge=0)
@@ -366,6 +412,18 @@ class Config(_Section):
     bench: BenchConfig = BenchConfig()
     gates: GatesConfig = GatesConfig()
     tune: TuneConfig = TuneConfig()
+    transfer: TransferConfig = TransferConfig()
+
+    @model_validator(mode="after")
+    def _pretrained_styles(self) -> Config:
+        if self.model.pretrained is not None:
+            from .data import style_name
+
+            styles = _bundled(self.model.pretrained).styles
+            if tuple(style_name(s) for s in self.data.styles) != styles:
+                raise ValueError(f"model.pretrained {self.model.pretrained!r} has the styles {list(styles)}: "
+                                 "data.styles must list them, in that order")
+        return self
 
     @property
     def crop(self) -> int:

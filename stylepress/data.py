@@ -85,6 +85,29 @@ def split_by_hash(paths: list[Path], fraction: float = 0.1) -> tuple[set[Path], 
     return set(ranked[n_val:]), set(ranked[:n_val])
 
 
+def val_crops(val: list[tuple[Path, np.ndarray]], styles, res: int
+              ) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]]]:
+    """Validation: deterministic square centre crops at the working resolution, and each built-in
+    style's target of them (by style index)."""
+    crops = [center_crop(to_tensor(a), res) for _, a in val]
+    targets = {i: [center_crop(to_tensor(apply_style(s, a)), res) for _, a in val]
+               for i, s in enumerate(styles) if s in BUILTIN_STYLES}
+    return crops, targets
+
+
+def val_set(cfg: DataConfig) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The val photos exactly as training validates on them ([-1, 1], NCHW) and each built-in style's
+    targets, without computing the training photos' targets."""
+    if cfg.val_photos is not None:
+        val = load_folder(cfg.val_photos, cfg.resolution, cfg.min_size, "val photo")
+    else:
+        photos = load_folder(cfg.photos, cfg.resolution, cfg.min_size, "photo")
+        held_out = split_by_hash([p for p, _ in photos])[1]
+        val = [(p, a) for p, a in photos if p in held_out]
+    crops, targets = val_crops(val, cfg.styles, cfg.resolution)
+    return to_unit(torch.stack(crops)), {i: to_unit(torch.stack(t)) for i, t in targets.items()}
+
+
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
@@ -135,10 +158,7 @@ class PortraitData:
             else:
                 self.style_images[i] = [to_tensor(a) for _, a in load_folder(Path(s), res, cfg.min_size,
                                                                                  f"style ({s})")]
-        # Validation: deterministic square center crops at the serving resolution.
-        self.val = [center_crop(to_tensor(a), res) for _, a in val]
-        self.val_targets = {i: [center_crop(to_tensor(apply_style(s, a)), res) for _, a in val]
-                            for i, s in enumerate(self.styles) if s in BUILTIN_STYLES}
+        self.val, self.val_targets = val_crops(val, self.styles, res)
 
     def is_paired(self, style: int) -> bool:
         return style in self.targets

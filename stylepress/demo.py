@@ -1,7 +1,8 @@
-"""`stylepress demo`: the whole job on photos shipped inside installed packages: the build (train a
-small multi-style teacher, prune and distil a student, export fp32/fp16/INT8, write the Triton
-repository, benchmark and report), then serve the repository with a real tritonserver on free
-local ports, stylize the photos through it, and stop the server."""
+"""`stylepress demo`: the whole job on photos shipped inside installed packages: the build (the
+bundled reference teacher, or with `--train` a small teacher trained on the two photos; prune and
+distil a student, export fp32/fp16/INT8, write the Triton repository, benchmark and report), then
+serve the repository with a real tritonserver on free local ports, stylize the photos through it,
+and stop the server."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ DEMO_PHOTOS = {
 }
 
 
-def prepare(run_dir: Path) -> Path:
+def prepare(run_dir: Path, train: bool = False) -> Path:
     """Copy the embedded photos and the demo config into `run_dir`; return the config's path."""
     photos = run_dir / "photos"
     photos.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,8 @@ def prepare(run_dir: Path) -> Path:
         if not (photos / name).exists():
             shutil.copyfile(src, photos / name)
     config = run_dir / "demo.toml"
-    write_text(config, files("stylepress").joinpath("configs/demo.toml").read_text())
+    source = "configs/demo-train.toml" if train else "configs/demo.toml"
+    write_text(config, files("stylepress").joinpath(source).read_text())
     return config
 
 
@@ -53,10 +55,15 @@ class DemoResult:
         return self.stages[-1].signal if self.stages else None
 
 
-def run(run_dir: Path, steps: int | None = None, log=print) -> DemoResult:
+def run(run_dir: Path, steps: int | None = None, train: bool = False, log=print) -> DemoResult:
+    """`steps`: the teacher's training steps with `train`, else the student's distillation steps."""
     from stylepress import build, serving  # the core composes the stages
 
-    cfg = with_steps(load_config(prepare(run_dir)), steps)
+    config = prepare(run_dir, train)
+    if train:
+        cfg = with_steps(load_config(config), steps)
+    else:
+        cfg = load_config(config, [f"compress.distill_steps={steps}"] if steps is not None else [])
     layout = RunLayout(run_dir)
     result = DemoResult(build.run(cfg, run_dir, log=log), run_dir)
     if result.signal is not None:

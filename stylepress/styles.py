@@ -1,5 +1,6 @@
-"""Built-in photographic styles: OpenCV's non-photorealistic filters turn each photo into its
-own paired target (Gastal & Oliveira's edge-preserving filters; xphoto's oil painting).
+"""Built-in photographic styles: OpenCV filters turn each photo into its own paired target
+(colour-dodge pencil, mean-shift washes, xphoto's oil painting, Gastal & Oliveira's
+edge-preserving filter for the cartoon's flat colours).
 
 Filter sizes are tuned for a 256 px portrait and scaled with the image, so a style looks the
 same at every training resolution.
@@ -16,12 +17,28 @@ def _odd(x: float, low: int = 3) -> int:
 
 
 def _sketch(bgr: np.ndarray, k: float) -> np.ndarray:
-    gray, _ = cv2.pencilSketch(bgr, sigma_s=min(200.0, 60 * k), sigma_r=0.07, shade_factor=0.05)
-    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    # Colour-dodge pencil sketch: the grey image divided by a blur of its negative is near
+    # white where the picture is flat and dark only along edges and shadows, i.e. pencil on
+    # light paper. (OpenCV's pencilSketch shades faces with dark noisy hatching instead.)
+    # The light pre-blur keeps JPEG noise from turning into speckle; gamma 2 darkens strokes.
+    gray = cv2.GaussianBlur(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (0, 0), k)
+    dodge = cv2.divide(gray, 255 - cv2.GaussianBlur(255 - gray, (0, 0), 6 * k), scale=256)
+    pencil = np.clip(255 * (dodge / 255.0) ** 2, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(pencil, cv2.COLOR_GRAY2BGR)
 
 
 def _watercolor(bgr: np.ndarray, k: float) -> np.ndarray:
-    return cv2.stylization(bgr, sigma_s=min(200.0, 60 * k), sigma_r=0.45)
+    # Flat washes (mean shift), softened, a little more saturated, pigment pooled where washes
+    # meet, and the whole laid translucently on white paper. (OpenCV's stylization draws black
+    # ink outlines: it reads as a comic, not a watercolour.)
+    wash = cv2.GaussianBlur(cv2.pyrMeanShiftFiltering(bgr, 5 * k, 30), (0, 0), 0.5 * k)
+    hsv = cv2.cvtColor(wash, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 1] = np.minimum(hsv[..., 1] * 1.4, 255)
+    wash = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    gray = cv2.cvtColor(wash.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    rim = np.clip(np.abs(gray - cv2.GaussianBlur(gray, (0, 0), 1.5 * k)) / 30, 0, 1)
+    paint = wash * (1 - 0.7 * rim)[..., None]
+    return np.clip(255 - 0.85 * (255 - paint), 0, 255).astype(np.uint8)
 
 
 def _oil(bgr: np.ndarray, k: float) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path, write_text
+from stylepress.metrics import psnr, ssim
 from stylepress.models import WEIGHTS_FILE
 from stylepress.progress import progress_bar
 
@@ -175,7 +176,11 @@ def ema_avg(decay: float):
         # Warm-up (as TF's ExponentialMovingAverage with num_updates): short runs are not
         # dominated by the random initialisation.
         d = min(decay, (1 + float(n)) / (10 + float(n)))
-        return averaged * d + current * (1 - d)
+        # lerp, not averaged*d + current*(1-d): an entry that does not change (a frozen weight, an
+        # old style's row in transfer) then stays exactly as it is instead of drifting in the last bit.
+        if not averaged.is_floating_point():  # a counter (BatchNorm's num_batches_tracked)
+            return current
+        return averaged.lerp(current, 1 - d)
     return avg
 
 
@@ -186,6 +191,18 @@ def generate(G, photos: torch.Tensor, style: int, device, batch: int = 8) -> tor
         s = torch.full((len(chunk),), style, dtype=torch.long, device=device)
         outs.append(G(chunk.to(device), s).float().cpu())
     return torch.cat(outs)
+
+
+def style_scores(G, photos: torch.Tensor, refs: dict[str, tuple[int, torch.Tensor]], device="cpu") -> dict:
+    """{name: {"psnr", "ssim"}}: G's output (eval mode) for each named style index against its reference
+    images."""
+    was_training, out = G.training, {}
+    G.eval()
+    for name, (index, ref) in refs.items():
+        y = generate(G, photos, index, device)
+        out[name] = {"psnr": round(psnr(y, ref).mean().item(), 3), "ssim": round(ssim(y, ref).mean().item(), 4)}
+    G.train(was_training)
+    return out
 
 
 # -- checkpoints -------------------------------------------------------------------------------------

@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
@@ -32,6 +34,7 @@ from stylepress.layout import RunLayout
 from stylepress.metrics import psnr, ssim
 from stylepress.models import (
     WEIGHTS_FILE,
+    ArchSpec,
     build_discriminator,
     build_generator,
     generator_spec,
@@ -65,6 +68,22 @@ SAMPLE_ROWS = 4
 KIND = "teacher"
 
 
+def identity(model: nn.Module) -> nn.Module:
+    return model
+
+
+@dataclass
+class Start:
+    """A trained generator to continue from (`transfer`) instead of fresh models."""
+    spec: ArchSpec
+    G: nn.Module
+    D: nn.Module
+    g_groups: list[dict]  # optimizer parameter groups: what trains, at which learning rate
+    d_groups: list[dict]
+    styles: list[int]  # the generator's style index of each data style
+    finalize: Callable[[nn.Module], nn.Module] = identity  # what is saved (LoRA: merged)
+
+
 @dataclass
 class TrainResult:
     status: str  # "done" | "early_stopped" | "interrupted"
@@ -75,10 +94,13 @@ class TrainResult:
 
 
 def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
-        show_progress: bool = True, callbacks=()) -> TrainResult:
+        show_progress: bool = True, callbacks=(), start: Start | None = None) -> TrainResult:
     """Train the teacher into run_dir/teacher/. `callbacks` get every validation record (main rank)."""
     out = RunLayout(run_dir).teacher
-    if cfg.model.arch != "resnet":
+    if cfg.model.pretrained is not None and start is None:
+        raise StylepressError(f"model.pretrained {cfg.model.pretrained!r}: the teacher is bundled, not trained: run "
+                              "`stylepress build`, or `compress`/`transfer` with --pretrained")
+    if cfg.model.arch != "resnet" and start is None:
         raise StylepressError(f"model.arch {cfg.model.arch!r} is imported from model.weights, not trained: "
                               "run `stylepress build` (or `stylepress import`)")
     ranks = setup_ranks(cfg.train.device, "train.device")
@@ -90,13 +112,16 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
 
     data = PortraitData(cfg.data, cfg.crop)
     torch.manual_seed(cfg.seed)
-    spec = generator_spec(cfg.model, data.style_names)
     n_styles = len(data.styles)
-    G = build_generator(spec).to(device)
-    D = build_discriminator(cfg.model, n_styles).to(device)
+    if start is None:
+        spec = generator_spec(cfg.model, data.style_names)
+        G, D = build_generator(spec), build_discriminator(cfg.model, n_styles)
+        start = Start(spec, G, D, [{"params": G.parameters()}], [{"params": D.parameters()}], list(range(n_styles)))
+    spec, G, D = start.spec, start.G.to(device).train(), start.D.to(device).train()  # a loaded model comes in eval
+    style_index = torch.tensor(start.styles)
     ema = AveragedModel(G, avg_fn=ema_avg(tc.ema_decay), use_buffers=True)
-    opt_G = torch.optim.Adam(G.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    opt_D = torch.optim.Adam(D.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    opt_G = torch.optim.Adam(start.g_groups, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    opt_D = torch.optim.Adam(start.d_groups, lr=tc.lr, betas=(tc.beta1, tc.beta2))
     decay = linear_decay(tc.steps, tc.decay_from)
     sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, decay)
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, decay)
@@ -127,7 +152,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     def step(i: int) -> dict[str, float]:
         style = i % n_styles
         batch = data.sample(style, tc.batch_size, gen)
-        photo, real, s = batch.photo.to(device), batch.real.to(device), batch.style.to(device)
+        photo, real, s = batch.photo.to(device), batch.real.to(device), style_index[batch.style].to(device)
         with autocast():
             fake = G_train(photo, s)
             # Discriminator: real and fake in one forward (per-sample norms keep them independent).
@@ -167,15 +192,16 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     def save_state(p: Progress) -> None:
         gen_states = ranks.gather(gen.get_state())
         if main:
-            save_weights(ema.module, out / "last.safetensors")
+            save_weights(start.finalize(ema.module), out / "last.safetensors")
             write_spec(spec, out)
             save_checkpoint(out / STATE_FILE, KIND, modules, p, data_rng=gen_states,
                             model_config=cfg.model.model_dump_json(), data_config=cfg.data.model_dump_json())
 
     result = run_loop(
         prog, Cadence(tc.steps, tc.log_every, tc.val_every, tc.checkpoint_every, tc.patience), out, "train",
-        step=step, validate=lambda i: _validate(ema.module, data, device, baseline, tc.val_images, i, out),
-        save_best=lambda: save_generator(ema.module, spec, out), save_state=save_state, ranks=ranks,
+        step=step,
+        validate=lambda i: _validate(ema.module, data, start.styles, device, baseline, tc.val_images, i, out),
+        save_best=lambda: save_generator(start.finalize(ema.module), spec, out), save_state=save_state, ranks=ranks,
         callbacks=callbacks, status_text=lambda r: f"g {r['g_loss']:.3f}  d {r['d_loss']:.3f}",
         show_progress=show_progress)
     if result.status == "early_stopped":
@@ -208,7 +234,8 @@ def _baseline(data: PortraitData, cap: int) -> dict:
     return out
 
 
-def _validate(G, data: PortraitData, device, baseline: dict, cap: int, step: int, out: Path) -> dict:
+def _validate(G, data: PortraitData, styles: list[int], device, baseline: dict, cap: int, step: int,
+              out: Path) -> dict:
     was_training = G.training
     G.eval()
     photos, targets = _val_set(data, cap)
@@ -216,7 +243,7 @@ def _validate(G, data: PortraitData, device, baseline: dict, cap: int, step: int
     columns = [photos[:SAMPLE_ROWS]]
     psnrs, ssims = [], []
     for i, name in enumerate(data.style_names):
-        output = generate(G, photos, i, device)
+        output = generate(G, photos, styles[i], device)
         columns.append(output[:SAMPLE_ROWS])
         # Val losses: the terms that need no discriminator (its features drift as it trains).
         record[f"val_l_content_{name}"] = losses.content_loss(output, photos).item()

@@ -16,7 +16,9 @@ from ..errors import StylepressError
 from ..fsutil import atomic_write
 from .discriminator import PatchDiscriminator
 from .generator import ResnetGenerator
+from .layers import StyleNorm
 from .spec import ARCH_FILE, ArchSpec, read_spec, write_spec
+from .styled import StyleRouter
 
 ARCHS = {"resnet": ResnetGenerator}
 WEIGHTS_FILE = "weights.safetensors"
@@ -31,6 +33,8 @@ def build_generator(spec: ArchSpec) -> nn.Module:
         from .published import build  # an imported family, or module:PKG.MOD:FACTORY
 
         model = build(spec.arch, spec.kwargs)
+        if spec.style_tables:  # a family that gained styles by transfer
+            model = StyleRouter(model, spec.style_tables, spec.num_styles)
     if spec.channels:  # a pruned imported model: its layers' recorded widths
         set_channels(model, spec.channels)
     return model
@@ -67,6 +71,12 @@ def set_channels(model: nn.Module, channels: dict[str, dict[str, int]]) -> None:
             for key, t in list(m.named_buffers(recurse=False)):
                 if t is not None and t.dim() == 1:
                     setattr(m, key, t.new_zeros(n))
+    for m in model.modules():  # per-style tables follow their norm layer's width
+        if isinstance(m, StyleNorm) and m.num_styles > 1 and isinstance(m.norm, (nn.modules.batchnorm._NormBase,
+                                                                                   nn.GroupNorm)):
+            m.channels = getattr(m.norm, "num_features", getattr(m.norm, "num_channels", m.channels))
+            m.weight = nn.Parameter(m.weight.new_zeros(m.num_styles, m.channels))
+            m.bias = nn.Parameter(m.bias.new_zeros(m.num_styles, m.channels))
 
 
 def generator_spec(model_cfg, styles: list[str]) -> ArchSpec:

@@ -12,6 +12,8 @@ class StyleNorm(nn.Module):
     With one style this is exactly CycleGAN's layer (InstanceNorm2d without affine, BatchNorm2d
     with affine), so published checkpoints keep their keys. With several styles the affine
     parameters come from per-style tables (conditional instance norm, Dumoulin et al. 2017).
+    A published family's layer made per-style (models.styled) wraps its own instance, batch or
+    group norm and gets its style from the `StyleRouter` (`routed`).
     """
 
     def __init__(self, channels: int, norm: str = "instance", num_styles: int = 1):
@@ -26,6 +28,7 @@ class StyleNorm(nn.Module):
         else:
             raise ValueError(f"unknown norm {norm!r}")
         self.num_styles, self.channels = num_styles, channels  # channels: kept current by the pruner
+        self.routed: torch.Tensor | None = None  # the style a `styled.StyleRouter` hands a family's layer
         if conditional:
             self.weight = nn.Parameter(torch.ones(num_styles, channels))
             self.bias = nn.Parameter(torch.zeros(num_styles, channels))
@@ -34,6 +37,7 @@ class StyleNorm(nn.Module):
         x = self.norm(x)
         if self.num_styles == 1:
             return x
+        style = self.routed if style is None else style
         if style is None:
             raise ValueError("this model has several styles: pass a `style` index tensor")
         return x * self.weight[style][:, :, None, None] + self.bias[style][:, :, None, None]

@@ -28,6 +28,7 @@ class ArchSpec(BaseModel):
     styles: tuple[str, ...] = Field(min_length=1)
     size_multiple: int = Field(4, ge=1)  # H and W must be multiples of it
     channels: dict[str, dict[str, int]] | None = None  # a pruned imported family: each layer's widths
+    style_tables: tuple[str, ...] | None = None  # a family's norm layers made per-style (models.styled)
 
     @property
     def num_styles(self) -> int:

@@ -25,8 +25,8 @@ sampler = "random"
 [tune.space.train]
 {space}
 """
-# lr 0.05 wrecks a GAN in a few steps; 2e-3 trains the tiny model: a space with an obviously bad half.
-BAD_SPACE = 'lr = {choices = [2e-3, 5e-2]}\nlambda_adv = {low = 0.01, high = 0.1, log = true}'
+# lr 0.5 wrecks a GAN in a few steps; 2e-3 trains the tiny model: a space with an obviously bad half.
+BAD_SPACE = 'lr = {choices = [2e-3, 0.5]}\nlambda_adv = {low = 0.01, high = 0.1, log = true}'
 
 
 def _config(tmp_path, photos, trials=4, space=BAD_SPACE):
@@ -47,7 +47,7 @@ def test_a_four_trial_tune_prunes_the_bad_half_and_writes_a_valid_best_config(tm
     states = [t["state"] for t in study["trials"]]
     assert len(states) == 4 and states.count("pruned") >= 1 and "complete" in states
     pruned = [t for t in study["trials"] if t["state"] == "pruned"]
-    assert all(t["params"]["lr"] == 5e-2 for t in pruned)  # only the bad half is cut
+    assert all(t["params"]["lr"] == 0.5 for t in pruned)  # only the bad half is cut
     assert all(t["curve"] and t["wall_s"] > 0 for t in study["trials"])
     best = load_config(out / "best.toml")  # validates like any config
     assert best.train.lr == study["best"]["params"]["lr"] == 2e-3
