@@ -123,9 +123,10 @@ def models(name: Annotated[str | None, typer.Argument(help="One model: its manif
         return
     from rich.table import Table
 
-    table = Table("name", "kind", "styles", "GMACs", "params", "size", "val PSNR / SSIM")
+    table = Table("name", "kind", "styles", "GMACs", "params", "size",
+                  "val PSNR / SSIM (teacher: to the style targets; student: to its teacher)")
     for e in catalog.entries().values():
-        figures = ", ".join(f"{s} {v['psnr']:.2f} / {v['ssim']:.3f}" for s, v in e.val.items())
+        figures = ", ".join(f"{s} {e.val[s]['psnr']:.2f} / {e.val[s]['ssim']:.3f}" for s in e.styles if s in e.val)
         table.add_row(e.name, e.kind + (f" of {e.teacher}" if e.teacher else ""), ", ".join(e.styles),
                       f"{e.macs / 1e9:.2f}", f"{e.params:,}", f"{e.size_bytes / 1e6:.1f} MB", figures)
     console.print(table)

@@ -62,3 +62,19 @@ def test_the_reference_suite_reproduces_the_manifest_figures(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "reference.json").read_text())["rows"]
     assert rows and all(r["reproduced"] for r in rows), rows
+
+
+@pytest.mark.e2e
+def test_the_wheel_carries_the_bundled_models(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                             "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("stylepress-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name, e in catalog.entries().items():
+        assert {f"stylepress/pretrained/{name}/{f}" for f in e.files} <= names
+    assert "stylepress/pretrained/models.json" in names
