@@ -47,8 +47,10 @@ def _outputs(G, styles, seed=0) -> list[torch.Tensor]:
 @pytest.mark.serving
 def test_style_mode_trains_only_the_new_rows_and_the_new_style_is_served(teacher, tmp_path):
     source, photos = teacher
+    # A trained teacher differs from PyTorch by about 1e-4 at 384² (float32 accumulation order, as the
+    # reference config says): 1e-3 is still 1/8 of a grey level.
     config = _transfer_config(tmp_path, photos, 'add_styles = ["watercolor"]\n[export]\nprecisions = ["fp32"]\n'
-                              '[serving]\nmodel = "teacher"\nprecision = "fp32"\n')
+                              'parity_tolerance = 1e-3\n[serving]\nmodel = "teacher"\nprecision = "fp32"\n')
     result = run_cli("transfer", config, "--from", source, "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "style mode: trained" in result.stderr
