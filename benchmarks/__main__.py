@@ -8,7 +8,7 @@
                                                       checked requests over HTTP and gRPC, RSS over time
   python -m stylepress.benchmarks family-teacher CONFIG --arch animegan2 --style sketch
                                                       a trained teacher in a published family's architecture
-  python -m stylepress.benchmarks transfer CONFIG --from RUN [--style watercolor --steps 500 --few 10]
+  python -m stylepress.benchmarks transfer CONFIG --from RUN [--style cartoon --steps 300 --few 10]
                                                       a new style by transfer against training from scratch
   python -m stylepress.benchmarks reference [--val-photos DIR]
                                                       the bundled models' val figures from the shipped weights
@@ -118,12 +118,12 @@ def family_teacher(config: ConfigArg, arch: Annotated[str, typer.Option(help="A 
 @app.command("transfer")
 def transfer_suite(config: ConfigArg,
                    source: Annotated[Path, typer.Option("--from", help="The run whose teacher learns the style.")],
-                   style: Annotated[str, typer.Option(help="The new style: built-in or a folder.")] = "watercolor",
-                   steps: Annotated[int, typer.Option(min=1, help="N: transfer and the short fresh teacher.")] = 500,
+                   style: Annotated[str, typer.Option(help="The new style: built-in or a folder.")] = "cartoon",
+                   steps: Annotated[int, typer.Option(min=1, help="N: transfer and the short fresh teacher.")] = 300,
                    few: Annotated[int, typer.Option(min=1, help="Training photos of the few-photo runs.")] = 10,
                    out: OutOpt = None, set_: SetOpt = None):
     """A new style by transfer (style mode, N steps; few photos: style, decoder, lora) against a teacher
-    trained from scratch on every style for N and 8N steps: <run>/transfer/transfer.{json,md}, samples.png.
+    trained from scratch on every style for N and 8N steps: <run>/transfer/<style>/transfer.{json,md}, samples.png.
     Finished runs are skipped and interrupted ones resumed."""
     from . import transfer
 

@@ -129,22 +129,23 @@ def drive(url: str, protocol: str, portraits: list[tuple[bytes, tuple[int, int]]
         except StylepressError:
             ready.abort()  # the others stop waiting for this one
             raise
-        ready.wait()
-        while (i := next(counter)) < requests:
-            data, size = portraits[i % len(portraits)]
-            style = styles[i % len(styles)] if styles else None
-            start = time.perf_counter()
-            try:
-                problem = _check(client.stylize(data, style, fmt=fmt), fmt, size)
-            except StylepressError as exc:  # the server's message is the kind
-                problem = str(exc).split("rejected it: ")[-1][:80]
-            elapsed = (time.perf_counter() - start) * 1000
-            with lock:
-                latencies.append(elapsed)
-                if problem:
-                    errors[problem] += 1
-            if bar is not None:
-                bar.advance()
+        with client:
+            ready.wait()
+            while (i := next(counter)) < requests:
+                data, size = portraits[i % len(portraits)]
+                style = styles[i % len(styles)] if styles else None
+                start = time.perf_counter()
+                try:
+                    problem = _check(client.stylize(data, style, fmt=fmt), fmt, size)
+                except StylepressError as exc:  # the server's message is the kind
+                    problem = str(exc).split("rejected it: ")[-1][:80]
+                elapsed = (time.perf_counter() - start) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if problem:
+                        errors[problem] += 1
+                if bar is not None:
+                    bar.advance()
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -169,7 +170,8 @@ def run(cfg: Config, run_dir: str | Path, requests: int = 10_000, concurrency: i
     per_protocol, clients = requests // len(protocols), max(1, concurrency // len(protocols))
     with serving.local_server(layout.repository, layout.server_log) as server:
         server.wait_ready()
-        styles = serving.Client(server.http_url).styles
+        with serving.Client(server.http_url) as client:
+            styles = client.styles
         sampler = MemorySampler(server.process.pid)
         sampler.start()
         # The protocols at once, each with its share of the clients: both halves of the run see the same mix.

@@ -16,6 +16,7 @@ the figures are comparable; the machine and library versions are recorded beside
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 import time
@@ -75,9 +76,9 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
         reference = {(p, s): full_path(teacher, data, s) for p, data in val.items() for s in range(len(styles))}
         in_process = {(p, s): full_path(session, data, s) for p, data in val.items() for s in range(len(styles))}
         bar.advance()
-        with serving.local_server(repo, layout.server_log) as server:
+        with serving.local_server(repo, layout.server_log) as server, contextlib.ExitStack() as stack:
             server.wait_ready()
-            client = serving.Client(server.http_url)
+            client = stack.enter_context(serving.Client(server.http_url))
             returned = {}
             for s, style in enumerate(styles):
                 pngs = client.stylize_many(list(val.values()), style if len(styles) > 1 else None)
@@ -162,26 +163,26 @@ def concurrency_point(server, protocol: str, data: bytes, concurrency: int, requ
     `requests` are done in all: per-request latency, throughput, and from the server's statistics
     API the generator's mean queue and compute time per request over the same requests."""
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    main = serving.Client(url, grpc=protocol == "grpc")
-    main.stylize(data)  # warm-up
-    before = _generator_stats(main, generator)
     spans: list[tuple[float, float]] = []
     counter = iter(range(requests))
     ready = threading.Barrier(concurrency)
 
     def worker(_):
-        client = serving.Client(url, grpc=protocol == "grpc")  # the HTTP client is bound to its thread
-        ready.wait()  # connections made: all start together
-        for _ in counter:  # shared: the threads take requests until all are sent
-            start = time.perf_counter()
-            client.stylize(data, fmt=fmt)
-            spans.append((start, time.perf_counter()))
+        with serving.Client(url, grpc=protocol == "grpc") as client:  # the HTTP client is bound to its thread
+            ready.wait()  # connections made: all start together
+            for _ in counter:  # shared: the threads take requests until all are sent
+                start = time.perf_counter()
+                client.stylize(data, fmt=fmt)
+                spans.append((start, time.perf_counter()))
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(worker, range(concurrency)))
+    with serving.Client(url, grpc=protocol == "grpc") as main:
+        main.stylize(data)  # warm-up
+        before = _generator_stats(main, generator)
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(worker, range(concurrency)))
+        after = _generator_stats(main, generator)
     latencies = [(end - start) * 1000 for start, end in spans]
     wall = max(end for _, end in spans) - min(start for start, _ in spans)
-    after = _generator_stats(main, generator)
     n = max(1, after["count"] - before["count"])
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     return {"protocol": protocol, "concurrency": concurrency, "requests": len(latencies),

@@ -1,16 +1,16 @@
 """Transfer against training from scratch: the figures of docs/transfer.md, in one resumable run.
 
-  python -m stylepress.benchmarks transfer CONFIG --from RUN [--style watercolor] [--steps N] [--few 10]
+  python -m stylepress.benchmarks transfer CONFIG --from RUN [--style cartoon] [--steps N] [--few 10]
 
 From the trained teacher in RUN (the config's styles), one new style is learned:
   style-N             `transfer`, style mode, N steps, all training photos
   fresh-N             a new teacher trained on all the styles + the new one, N steps
   few<k>-<mode>-N     `transfer` from the first k training photos, N steps, modes style / decoder / lora
   fresh-8N            the fresh teacher for 8N steps
-Each goes to <out>/transfer/<name>/; a finished one is skipped and an interrupted one resumed, so the
-suite can span sessions. Then the new style's val PSNR/SSIM (the config's val_photos), parameters
-trained and wall time of each (transfer/transfer.{json,md}) and a samples grid of val portraits
-(transfer/samples.png).
+Each goes to <out>/transfer/<style>/<name>/ (one folder per new style); a finished one is skipped
+and an interrupted one resumed, so the suite can span sessions. Then the new style's val PSNR/SSIM
+(the config's val_photos), parameters trained and wall time of each (transfer.{json,md} in that
+folder) and a samples grid of val portraits (samples.png).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ SAMPLE_ROWS = 4
 def run(cfg: Config, source: Path, run_dir: Path, style: str, steps: int, few: int) -> dict:
     if cfg.data.val_photos is None:
         raise StylepressError("the transfer suite scores every run on data.val_photos: set it in the config")
-    root = RunLayout(run_dir).root / "transfer"
+    root = RunLayout(run_dir).root / "transfer" / style_name(style)
     few_photos = _few_photos(cfg, root / f"photos-{few}", few)
     fresh = cfg.model_copy(update={"data": cfg.data.model_copy(update={"styles": (*cfg.data.styles, style)})})
 

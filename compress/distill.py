@@ -45,6 +45,7 @@ from stylepress.train.loop import (
     resolve_device,
     run_loop,
     save_checkpoint,
+    saved_discriminator,
     truncate_log,
 )
 
@@ -198,8 +199,9 @@ def _teacher_discriminator(cfg: Config, state_path: Path | None, n_styles: int) 
     if state_path is None or not state_path.is_file():
         raise StylepressError("compress.lambda_adv > 0 needs the teacher's discriminator, which is in "
                               "teacher/state.pt: it is missing")
-    D = build_discriminator(cfg.model, n_styles)
-    D.load_state_dict(read_checkpoint(state_path, "teacher")["D"])
+    weights, model_cfg = saved_discriminator(state_path, cfg.model)
+    D = build_discriminator(model_cfg, n_styles)
+    D.load_state_dict(weights)
     return D
 
 

@@ -52,6 +52,17 @@ class Client:
         self.model = model or self._find_ensemble()
         self.styles = self._styles()
 
+    def close(self) -> None:
+        """Close the connections. A server's graceful shutdown waits for open HTTP connections (Triton:
+        up to its exit timeout, 30 s), so whoever stops a server closes its clients first."""
+        self._client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def stylize(self, image: bytes, style: str | None = None, fmt: str | None = None,
                 quality: int | None = None) -> bytes:
         return self.stylize_many([image], style, fmt, quality)[0]

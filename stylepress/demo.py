@@ -1,6 +1,6 @@
 """`stylepress demo`: the whole job on photos shipped inside installed packages: the build (the
 bundled reference teacher, or with `--train` a small teacher trained on the two photos; prune and
-distil a student, export fp32/fp16/INT8, write the Triton repository, benchmark and report), then
+distil a student, export fp32/INT8, write the Triton repository, benchmark and report), then
 serve the repository with a real tritonserver on free local ports, stylize the photos through it,
 and stop the server."""
 
@@ -75,7 +75,7 @@ def run(run_dir: Path, steps: int | None = None, train: bool = False, log=print)
     with server:
         server.wait_ready()
         log(f"serving at {server.http_url}")
-        client = serving.Client(server.http_url)
+        client = serving.Client(server.http_url)  # closed before the server stops: it waits for open connections
         photos = sorted((run_dir / "photos").iterdir())
         rows = [[Image.open(p).convert("RGB")] for p in photos]
         for style in client.styles:
@@ -85,6 +85,7 @@ def run(run_dir: Path, steps: int | None = None, train: bool = False, log=print)
                 write_bytes(path, png)
                 result.outputs.append(path)
                 row.append(Image.open(io.BytesIO(png)).convert("RGB"))
+        client.close()
     result.grid = run_dir / "served" / "grid.png"
     save_image(grid(rows, ["input", *(f"{s} (via Triton)" for s in client.styles)]), result.grid)
     return result

@@ -72,12 +72,12 @@ def run(images: list[Path], out: Path, style: str | None = None, checkpoint: str
         if url is not None:
             from stylepress.serving import Client  # the core composes stages; only this path needs it
 
-            client = Client(url, model=model, grpc=grpc, key=key, tls_ca=str(tls_ca) if tls_ca else None)
-            for i in range(0, len(images), CHUNK):
-                encoded = client.stylize_many([p.read_bytes() for p in images[i:i + CHUNK]], style, fmt, quality)
-                for dst, data in zip(targets[i:i + CHUNK], encoded, strict=True):
-                    write_bytes(dst, data)
-                    bar.advance()
+            with Client(url, model=model, grpc=grpc, key=key, tls_ca=str(tls_ca) if tls_ca else None) as client:
+                for i in range(0, len(images), CHUNK):
+                    encoded = client.stylize_many([p.read_bytes() for p in images[i:i + CHUNK]], style, fmt, quality)
+                    for dst, data in zip(targets[i:i + CHUNK], encoded, strict=True):
+                        write_bytes(dst, data)
+                        bar.advance()
             return targets
         from .models import load_generator
 

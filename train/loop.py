@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from stylepress.config import ModelConfig
 from stylepress.errors import StylepressError
 from stylepress.fsutil import atomic_path, write_text
 from stylepress.metrics import psnr, ssim
@@ -227,6 +228,17 @@ def read_checkpoint(path: Path, kind: str) -> dict:
     if not isinstance(state, dict) or state.get("kind", kind) != kind or "step" not in state:
         raise StylepressError(f"cannot resume from {path}: not a {kind} checkpoint")
     return state
+
+
+D_FIELDS = ("ndf", "d_layers", "d_spectral_norm")  # the [model] keys that shape the discriminator
+
+
+def saved_discriminator(state_path: Path, model: ModelConfig) -> tuple[dict, ModelConfig]:
+    """A teacher's discriminator weights (its state.pt) and `model` with the discriminator settings they
+    were trained with, which the config at hand need not share (a bundled teacher, another run's)."""
+    state = read_checkpoint(state_path, "teacher")
+    saved = ModelConfig.model_validate_json(state["model_config"])
+    return state["D"], model.model_copy(update={k: getattr(saved, k) for k in D_FIELDS})
 
 
 def load_checkpoint(path: Path, state: dict, modules: dict) -> Progress:

@@ -149,6 +149,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     baseline = _baseline(data, tc.val_images) if main else {}
 
+    d_trained = [p for g in opt_D.param_groups for p in g["params"]]
+
     def step(i: int) -> dict[str, float]:
         style = i % n_styles
         batch = data.sample(style, tc.batch_size, gen)
@@ -178,7 +180,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
             }
             g_loss = (tc.lambda_style * terms["l_style"] + tc.lambda_content * terms["l_content"]
                       + tc.lambda_adv * terms["l_adv"])
-        D.requires_grad_(True)
+        for p in d_trained:  # only these: FreezeD's frozen layers stay frozen
+            p.requires_grad_(True)
         values = {"g_loss": g_loss.item(), "d_loss": d_value, **{k: v.item() for k, v in terms.items()}}
         check_finite(i + 1, out, values, ranks)
         opt_G.zero_grad(set_to_none=True)

@@ -35,10 +35,9 @@ from stylepress.models.layers import StyleNorm
 from stylepress.models.styled import add_styles
 
 from . import trainer
-from .loop import STATE_FILE, generate, read_checkpoint, style_scores
+from .loop import STATE_FILE, generate, saved_discriminator, style_scores
 
 TRANSFER_FILE = "transfer.json"
-D_FIELDS = ("ndf", "d_layers", "d_spectral_norm")  # the [model] keys that shape the discriminator
 
 
 def run(cfg: Config, source: str | Path, run_dir: str | Path, resume: bool = False, force: bool = False,
@@ -171,11 +170,9 @@ def _discriminator(cfg: Config, teacher_dir: Path, old_n: int, new_n: int) -> tu
     state_path = teacher_dir / STATE_FILE
     if not state_path.is_file():  # an imported generator: published checkpoints ship without one
         return build_discriminator(cfg.model, new_n), cfg.model
-    state = read_checkpoint(state_path, "teacher")
-    saved = ModelConfig.model_validate_json(state["model_config"])
-    model_cfg = cfg.model.model_copy(update={k: getattr(saved, k) for k in D_FIELDS})
+    weights, model_cfg = saved_discriminator(state_path, cfg.model)
     D = build_discriminator(model_cfg, new_n)
-    D.load_state_dict(_grown(state["D"], D.state_dict(), old_n, new_n))
+    D.load_state_dict(_grown(weights, D.state_dict(), old_n, new_n))
     for layer in D.features[:cfg.transfer.freeze_d]:
         layer.requires_grad_(False)
     return D, model_cfg

@@ -108,8 +108,8 @@ def test_every_family_serves_a_portrait_through_triton(imported):
     with serving.local_server(merged, merged.parent / "tritonserver.log") as server:
         server.wait_ready()
         for arch, (run_dir, cfg) in runs.items():
-            client = serving.Client(server.http_url, model=cfg.model_name)
-            got = np.asarray(prepost.decode(client.stylize(data, "painted")), dtype=np.int16)
+            with serving.Client(server.http_url, model=cfg.model_name) as client:
+                got = np.asarray(prepost.decode(client.stylize(data, "painted")), dtype=np.int16)
             sess = ort.InferenceSession(str(run_dir / "export" / "teacher.fp32.onnx"),
                                         providers=["CPUExecutionProvider"])
             x, box = prepost.letterbox(prepost.decode(data), cfg.serving_resolution)

@@ -86,9 +86,9 @@ def test_style_mode_trains_only_the_new_rows_and_the_new_style_is_served(teacher
     data = next(iter(DEMO_PHOTOS.values())).read_bytes()
     with serving.local_server(repo, tmp_path / "tritonserver.log") as server:
         server.wait_ready()
-        client = serving.Client(server.http_url)
-        assert client.styles == ["sketch", "oil", "watercolor"]
-        got = np.asarray(prepost.decode(client.stylize(data, "watercolor")), dtype=np.int16)
+        with serving.Client(server.http_url) as client:
+            assert client.styles == ["sketch", "oil", "watercolor"]
+            got = np.asarray(prepost.decode(client.stylize(data, "watercolor")), dtype=np.int16)
     x, box = prepost.letterbox(prepost.decode(data), cfg.serving_resolution)
     want = np.asarray(prepost.unletterbox(session.run(None, {"image": x[None], "style": np.array([2])})[0][0], box),
                       dtype=np.int16)
