@@ -98,11 +98,20 @@ def _wall(teacher: Path) -> float:
 
 
 def _report(cfg: Config, source: Path, root: Path, style: str, names: list[str]) -> dict:
-    photos, targets = val_set(cfg.data.model_copy(update={"styles": (style,)}))
-    style = style_name(style)
+    styles = (*cfg.data.styles, style)
+    photos, targets = val_set(cfg.data.model_copy(update={"styles": styles}))
+    style_names = [style_name(s) for s in styles]
+    *old, style = style_names
+    new = len(old)
+
+    def scores(G, spec) -> dict:
+        """Every paired style the model has, old and new, on the val photos."""
+        return style_scores(G, photos, {n: (spec.styles.index(n), targets[i]) for i, n in enumerate(style_names)
+                                        if i in targets and n in spec.styles})
+
     columns, labels, rows = [photos[:SAMPLE_ROWS]], ["input"], []
-    if 0 in targets:
-        columns.append(targets[0][:SAMPLE_ROWS])
+    if new in targets:
+        columns.append(targets[new][:SAMPLE_ROWS])
         labels.append(f"{style} target")
     for name in names:
         teacher = root / name / "teacher"
@@ -110,35 +119,39 @@ def _report(cfg: Config, source: Path, root: Path, style: str, names: list[str])
             rows.append({"run": name, "state": "pending"})
             continue
         G, spec = load_generator(teacher)
-        index = spec.styles.index(style)
         row = {"run": name, "state": "done" if (teacher / "done").is_file() else "running",
                "styles": list(spec.styles)}
-        if 0 in targets:
-            row.update(style_scores(G, photos, {style: (index, targets[0])})[style])
+        measured = scores(G, spec)
+        row.update(measured.get(style, {}), old_styles={n: measured[n] for n in old if n in measured})
         info = json.loads(path.read_text()) if (path := teacher / transfer.TRANSFER_FILE).is_file() else {}
         total = sum(p.numel() for p in G.parameters())
         row.update(params_trained=info.get("params", {}).get("trained", total), params_total=total,
                    wall_s=float((teacher / "wall_s").read_text()) if (teacher / "wall_s").is_file() else None)
         rows.append(row)
-        columns.append(generate(G, photos[:SAMPLE_ROWS], index, "cpu"))
+        columns.append(generate(G, photos[:SAMPLE_ROWS], spec.styles.index(style), "cpu"))
         labels.append(name)
     save_image(grid([[to_image(c[r]) for c in columns] for r in range(len(columns[0]))], labels), root / "samples.png")
+    G, spec = load_generator(transfer.source_folder(source, "teacher", root))
     report = {"source": str(source), "style": style, "date": now(), "machine": describe(),
-              "torch": torch.__version__, "val_photos": len(photos), "runs": rows}
+              "torch": torch.__version__, "val_photos": len(photos), "source_styles": scores(G, spec), "runs": rows}
     write_json(root / "transfer.json", report)
     write_text(root / "transfer.md", markdown(report))
     return report
 
 
 def markdown(report: dict) -> str:
-    lines = [f"New style `{report['style']}` from `{report['source']}`, {report['val_photos']} val portraits, "
-             f"{report['date']}", "",
-             "| run | PSNR / SSIM | params trained | of | wall |", "|---|---:|---:|---:|---:|"]
+    def old(scores: dict) -> str:
+        return ", ".join(f"{n} {v['psnr']:.2f}" for n, v in scores.items())
+
+    lines = [f"New style `{report['style']}` from `{report['source']}` ({old(report['source_styles'])}), "
+             f"{report['val_photos']} val portraits, {report['date']}", "",
+             "| run | PSNR / SSIM | old styles' PSNR | params trained | of | wall |", "|---|---:|---|---:|---:|---:|"]
     for r in report["runs"]:
         if r["state"] == "pending":
-            lines.append(f"| {r['run']} | pending | | | |")
+            lines.append(f"| {r['run']} | pending | | | | |")
             continue
         quality = f"{r['psnr']:.2f} / {r['ssim']:.3f}" if "psnr" in r else "(unpaired)"
         wall = f"{r['wall_s'] / 60:.1f} min" if r.get("wall_s") else r["state"]
-        lines.append(f"| {r['run']} | {quality} | {r['params_trained']:,} | {r['params_total']:,} | {wall} |")
+        lines.append(f"| {r['run']} | {quality} | {old(r['old_styles'])} | {r['params_trained']:,} | "
+                     f"{r['params_total']:,} | {wall} |")
     return "\n".join(lines) + "\n"

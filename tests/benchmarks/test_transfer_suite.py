@@ -25,6 +25,9 @@ def test_the_transfer_suite_compares_transfer_with_training_from_scratch(tmp_pat
     trained = [runs[name]["params_trained"] for name in ("style-2", "few1-decoder-2", "fresh-2")]
     assert trained == sorted(trained) and len(set(trained)) == 3
     assert runs["fresh-2"]["styles"] == ["sketch", "cartoon"] == runs["style-2"]["styles"]
+    # Style mode leaves the old style exactly as the source teacher has it; the others score it too.
+    assert set(report["source_styles"]) == {"sketch"} and runs["style-2"]["old_styles"] == report["source_styles"]
+    assert all(set(r["old_styles"]) == {"sketch"} for r in runs.values())
     assert len(list((tmp_path / "bench" / "transfer" / "cartoon" / "photos-1").iterdir())) == 1
     assert (tmp_path / "bench" / "transfer" / "cartoon" / "samples.png").is_file()
     # A second call finds every run finished and only rewrites the report.
