@@ -157,7 +157,7 @@ class CompressConfig(_Section):
     lambda_l1: Float = Field(1.0, ge=0)  # output vs teacher output
     lambda_ssim: Float = Field(1.0, ge=0)  # 1 - SSIM(output, teacher output)
     # MSE of 1x1-adapted student features to the teacher's. Off by default: at 20x on the CycleGAN
-    # protocol, weight 1 cost 3.5 dB (sketch) and 4 dB (oil) after 300 steps (README, Compression).
+    # protocol, weight 1 cost 3.5 dB (sketch) and 4 dB (oil) after 300 steps (docs/results.md, Compression).
     lambda_feat: Float = Field(0.0, ge=0)
     lambda_adv: Float = Field(0.0, ge=0)  # GAN term with the teacher's discriminator (0: off)
     ema_decay: Float = Field(0.999, ge=0, lt=1)
