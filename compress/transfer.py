@@ -20,7 +20,7 @@ from stylepress.layout import RunLayout
 from stylepress.models import load_generator
 from stylepress.models.styled import add_styles
 from stylepress.train.loop import STATE_FILE
-from stylepress.train.transfer import TRANSFER_FILE, old_styles_change, source_folder, train_only_rows
+from stylepress.train.transfer import TRANSFER_FILE, old_styles_change, row_count, source_folder, train_only_rows
 
 from . import PRUNE_FILE
 from .distill import distill
@@ -59,7 +59,7 @@ def run(cfg: Config, source: str | Path, run_dir: str | Path, resume: bool = Fal
     report = {"source": str(source_dir), "teacher": str(layout.teacher), "mode": "style",
               "styles": list(spec.styles), "trained_styles": list(new), "signal": last["signal"],
               "steps": last["step"], "wall_s": round(time.perf_counter() - t0, 1),
-              "params": {"trained": sum(p.shape[1] for p in rows) * len(trained),
+              "params": {"trained": row_count(rows, len(trained)),
                          "total": sum(p.numel() for p in adapted.parameters())},
               "after": {k.removeprefix("val_"): v for k, v in last.items() if k.startswith("val_")},
               "old_styles_max_change": old_styles_change(reference, adapted, old.styles,

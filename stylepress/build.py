@@ -154,11 +154,11 @@ def _train(cfg: Config, layout: RunLayout, resume: bool, log) -> int | None:
         from .catalog import checkpoint, entry
         from .fsutil import atomic_write
 
-        source = checkpoint(cfg.model.pretrained)  # every file checked against its sha256
+        bundled, source = entry(cfg.model.pretrained), checkpoint(cfg.model.pretrained)  # files checked (sha256)
         teacher.mkdir(parents=True, exist_ok=True)
-        for name in entry(cfg.model.pretrained).files:
+        for name in bundled.files:
             atomic_write(teacher / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp))
-        log(f"train: the bundled teacher {cfg.model.pretrained!r} ({', '.join(entry(cfg.model.pretrained).styles)})")
+        log(f"train: the bundled teacher {cfg.model.pretrained!r} ({', '.join(bundled.styles)})")
         return None
     if cfg.model.weights is not None:
         from .models import save_generator

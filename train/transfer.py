@@ -75,7 +75,7 @@ def run(cfg: Config, source: str | Path, run_dir: str | Path, resume: bool = Fal
     if not tables and tc.mode == "style":
         raise StylepressError("transfer.mode 'style': this single-style model has no per-style rows to adapt; "
                               "use mode decoder, full or lora (or add a style)")
-    counts = {"norm_rows": sum(p.shape[1] for p in tables) * len(trained)}
+    counts = {"norm_rows": row_count(tables, len(trained))}
     groups = [{"params": tables, "lr": tc.lr}] if tables else []
     if tc.mode in ("decoder", "full"):
         convs = [m for m in G.modules() if isinstance(m, nn.modules.conv._ConvNd)]
@@ -136,6 +136,11 @@ def train_only_rows(G: nn.Module, freeze_stats: bool) -> list[nn.Parameter]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = 0.0
     return tables
+
+
+def row_count(tables: list[nn.Parameter], n_styles: int) -> int:
+    """Entries of `n_styles` styles' rows in the per-style tables: what style mode trains."""
+    return sum(p.shape[1] for p in tables) * n_styles
 
 
 def old_styles_change(reference: nn.Module, adapted: nn.Module, styles, photos: torch.Tensor) -> dict[str, float]:
