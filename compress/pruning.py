@@ -21,7 +21,7 @@ from stylepress.errors import StylepressError
 from stylepress.models import ArchSpec, build_generator, layer_channels
 from stylepress.models.families import CycleGANResnetBlock, InvertedResBlock
 from stylepress.models.generator import ResnetBlock
-from stylepress.models.layers import StyleNorm
+from stylepress.models.layers import ColourSkip, StyleNorm
 
 log = logging.getLogger(__name__)
 MACS_TOLERANCE = 0.03  # target_macs is met within 3%
@@ -34,7 +34,7 @@ class StyleNormPruner(tp.pruner.BasePruningFunc):
 
     def prune_out_channels(self, layer: StyleNorm, idxs) -> StyleNorm:
         keep = [i for i in range(layer.channels) if i not in set(idxs)]
-        if layer.num_styles > 1:
+        if layer.has_tables:
             layer.weight = nn.Parameter(layer.weight.data[:, keep].clone())
             layer.bias = nn.Parameter(layer.bias.data[:, keep].clone())
         if isinstance(layer.norm, nn.BatchNorm2d):
@@ -102,14 +102,16 @@ def prune(model: nn.Module, spec: ArchSpec, ratio: float, importance: str = "l1"
     missing = [n for n in ignored if n not in names]
     if missing:
         raise StylepressError(f"compress.ignored: no layer named {missing[0]!r} (layers look like 'blocks.0.conv2')")
-    # The output conv keeps its 3 channels, and so does anything the user names.
-    ignored_layers = [output_conv(model), *(names[n] for n in ignored)]
+    # The output conv and the colour skip keep their 3 channels, and so does anything the user names.
+    ignored_layers = [output_conv(model), *(m for m in model.modules() if isinstance(m, ColourSkip)),
+                      *(names[n] for n in ignored)]
     pruner = tp.pruner.MetaPruner(
         model, example_inputs(max(64, spec.size_multiple)), importance=IMPORTANCE[importance](),
         global_pruning=global_pruning,
         pruning_ratio=ratio, iterative_steps=iterative_steps, round_to=round_to, ignored_layers=ignored_layers,
         pruning_ratio_dict={names[n]: r for n, r in (layer_ratios or {}).items()} or None,
-        customized_pruners={StyleNorm: StyleNormPruner()}, root_module_types=[nn.Conv2d, nn.ConvTranspose2d])
+        customized_pruners={StyleNorm: StyleNormPruner(), ColourSkip: StyleNormPruner()},
+        root_module_types=[nn.Conv2d, nn.ConvTranspose2d])
     for _ in range(iterative_steps):
         if importance == "taylor":
             _taylor_gradients(model, taylor_batch)

@@ -22,11 +22,11 @@ from .errors import StylepressError
 from .layout import RunLayout
 from .progress import console
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False,
                   help="Portrait style-transfer GANs from training to production.")
-config_app = typer.Typer(no_args_is_help=True, help="Inspect run configs.")
+config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect run configs.")
 app.add_typer(config_app, name="config")
-triton_app = typer.Typer(no_args_is_help=True, help="Manage the local Triton runtime.")
+triton_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Manage the local Triton runtime.")
 app.add_typer(triton_app, name="triton")
 
 ConfigArg = Annotated[Path, typer.Argument(help="The run's TOML config.")]

@@ -92,6 +92,9 @@ class ModelConfig(_Section):
     n_blocks: Int = Field(9, ge=0, le=64)
     norm: Literal["instance", "batch", "none"] = "instance"
     residual: Bool = False  # output = clamp(photo + G(photo)): learn the change, not the whole image
+    # With residual: the photo passes through a per-style scale and shift of its luma and chroma
+    # (models.layers.ColourSkip), so a style can drop or change the photo's colours (a grey sketch).
+    colour_skip: Bool = False
     # PatchGAN discriminator
     ndf: Int = Field(64, ge=1, le=1024)
     d_layers: Int = Field(3, ge=1, le=6)
@@ -115,6 +118,8 @@ class ModelConfig(_Section):
                 raise ValueError("give model.pretrained or model.weights, not both")
             if _bundled(self.pretrained).kind != "teacher":
                 raise ValueError(f"pretrained {self.pretrained!r} is a student: the run's teacher must be a teacher")
+        if self.colour_skip and not self.residual:
+            raise ValueError("model.colour_skip shapes the residual's skip path: it needs model.residual = true")
         return self
 
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import BUILTIN_STYLES, DataConfig
 from .errors import StylepressError
+from .models.layers import YIQ
 from .styles import apply_style
 
 log = logging.getLogger(__name__)
@@ -201,8 +202,21 @@ def _random_box(hw, crop: int, gen: torch.Generator, rescale: bool = True) -> tu
 
 
 def _random_jitter(gen: torch.Generator) -> torch.Tensor:
-    """Mild brightness, contrast and saturation factors in [0.9, 1.1]."""
-    return torch.empty(3).uniform_(0.9, 1.1, generator=gen)
+    """A 3x3 colour matrix on RGB: saturation x[0.5, 2] (log-uniform) and, half the time, a hue
+    rotation anywhere on the circle, both keeping luma (YIQ's Y). The built-in filters read luma to
+    place their strokes and patches and average colour linearly, so the filtered jittered photo is
+    the jittered target (median PSNR on training portraits: sketch 53 dB, watercolor 40, oil 39,
+    cartoon 34): each pair stays consistent while the generator sees saturated colours of every hue,
+    which a portrait set's grey backdrops and white shirts never show it. Brightness and contrast are
+    not jittered: they change luma, and the same factors on photo and target broke the pairs (median
+    sketch 33 dB, worst 21; oil 28.8 dB, about the oil teacher's own val PSNR)."""
+    saturation = math.exp(float(torch.empty(()).uniform_(math.log(0.5), math.log(2.0), generator=gen)))
+    hue = float(torch.empty(()).uniform_(-math.pi, math.pi, generator=gen))
+    if torch.rand((), generator=gen) < 0.5:
+        hue = 0.0
+    c, s = math.cos(hue) * saturation, math.sin(hue) * saturation
+    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return torch.linalg.inv(YIQ) @ chroma @ YIQ
 
 
 def _augment(img: torch.Tensor, box, flip: bool, jitter: torch.Tensor | None, crop: int) -> torch.Tensor:
@@ -214,10 +228,5 @@ def _augment(img: torch.Tensor, box, flip: bool, jitter: torch.Tensor | None, cr
     if flip:
         x = x.flip(-1)
     if jitter is not None:
-        # The same factors go to a photo and its paired target, keeping the pair consistent.
-        brightness, contrast, saturation = jitter.tolist()
-        x = x * brightness
-        x = (x - x.mean()) * contrast + x.mean()
-        gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
-        x = (x - gray) * saturation + gray
+        x = torch.einsum("ij,jhw->ihw", jitter, x)  # the same matrix on a photo and its paired target
     return x.clamp(0, 1) * 2 - 1

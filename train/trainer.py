@@ -41,6 +41,7 @@ from stylepress.models import (
     save_generator,
     save_weights,
 )
+from stylepress.models.layers import ColourSkip
 from stylepress.models.spec import write_spec
 
 from . import losses
@@ -93,6 +94,15 @@ class TrainResult:
     last_val: dict = field(default_factory=dict)
 
 
+def generator_groups(G: nn.Module, lr: float) -> list[dict]:
+    """One Adam group, and the colour skip's rows in their own at lr x ColourSkip.lr_mul."""
+    skip = {id(p) for m in G.modules() if isinstance(m, ColourSkip) for p in m.parameters()}
+    groups = [{"params": [p for p in G.parameters() if id(p) not in skip]}]
+    if skip:
+        groups.append({"params": [p for p in G.parameters() if id(p) in skip], "lr": lr * ColourSkip.lr_mul})
+    return groups
+
+
 def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
         show_progress: bool = True, callbacks=(), start: Start | None = None) -> TrainResult:
     """Train the teacher into run_dir/teacher/. `callbacks` get every validation record (main rank)."""
@@ -116,7 +126,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False, force: bool = Fa
     if start is None:
         spec = generator_spec(cfg.model, data.style_names)
         G, D = build_generator(spec), build_discriminator(cfg.model, n_styles)
-        start = Start(spec, G, D, [{"params": G.parameters()}], [{"params": D.parameters()}], list(range(n_styles)))
+        start = Start(spec, G, D, generator_groups(G, tc.lr), [{"params": D.parameters()}], list(range(n_styles)))
     spec, G, D = start.spec, start.G.to(device).train(), start.D.to(device).train()  # a loaded model comes in eval
     style_index = torch.tensor(start.styles)
     ema = AveragedModel(G, avg_fn=ema_avg(tc.ema_decay), use_buffers=True)

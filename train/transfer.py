@@ -128,7 +128,7 @@ def train_only_rows(G: nn.Module, freeze_stats: bool) -> list[nn.Parameter]:
     """Freeze every weight of `G` but its per-style tables (returned); `freeze_stats` also keeps BatchNorm's
     running statistics as trained (momentum 0), so that styles not trained do not move."""
     G.requires_grad_(False)
-    tables = [p for m in G.modules() if isinstance(m, StyleNorm) and m.num_styles > 1 for p in (m.weight, m.bias)]
+    tables = [p for m in G.modules() if isinstance(m, StyleNorm) and m.has_tables for p in (m.weight, m.bias)]
     for p in tables:
         p.requires_grad_(True)
     if freeze_stats:

@@ -82,7 +82,8 @@ def set_channels(model: nn.Module, channels: dict[str, dict[str, int]]) -> None:
 def generator_spec(model_cfg, styles: list[str]) -> ArchSpec:
     return ArchSpec(arch=model_cfg.arch, styles=tuple(styles), size_multiple=ResnetGenerator.size_multiple,
                     kwargs={"ngf": model_cfg.ngf, "n_blocks": model_cfg.n_blocks, "norm": model_cfg.norm,
-                            "num_styles": len(styles), "residual": model_cfg.residual})
+                            "num_styles": len(styles), "residual": model_cfg.residual,
+                            "colour_skip": model_cfg.colour_skip})
 
 
 def build_discriminator(model_cfg, num_styles: int) -> nn.Module:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import StyleNorm
+from .layers import ColourSkip, StyleNorm
 
 
 class ConvNormReLU(nn.Module):
@@ -49,8 +49,9 @@ class ResnetGenerator(nn.Module):
     size_multiple = 4  # two stride-2 stages
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", num_styles: int = 1,
-                 residual: bool = False, widths: dict | None = None):
-        """`widths` (from `layer_widths` of a pruned model) overrides the widths `ngf` implies."""
+                 residual: bool = False, colour_skip: bool = False, widths: dict | None = None):
+        """`widths` (from `layer_widths` of a pruned model) overrides the widths `ngf` implies;
+        `colour_skip` (with `residual`): the photo reaches the output through a ColourSkip."""
         super().__init__()
         self.num_styles, self.residual = num_styles, residual
         w = widths or {"stem": ngf, "down": [ngf * 2, ngf * 4], "inner": [ngf * 4] * n_blocks,
@@ -68,6 +69,7 @@ class ResnetGenerator(nn.Module):
             ConvNormReLU(w["up"][0], w["up"][1], 3, stride=2, transpose=True, **kw),
         ])
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w["up"][1], 3, 7), nn.Tanh())
+        self.skip = ColourSkip(num_styles) if residual and colour_skip else None
 
     def layer_widths(self) -> dict:
         """The output width of every prunable layer, enough to rebuild this (pruned) generator."""
@@ -83,5 +85,6 @@ class ResnetGenerator(nn.Module):
         for layer in self.up:
             x = layer(x, style)
         if self.residual:  # predict a change to the photo: colours survive the instance norms exactly
-            return (image + self.head(x)).clamp(-1, 1)
+            skip = image if self.skip is None else self.skip(image, style)
+            return (skip + self.head(x)).clamp(-1, 1)
         return self.head(x)

@@ -25,7 +25,7 @@ def _channels(norm: nn.Module) -> int:
 def grow(layer: StyleNorm, num_styles: int, init: int | None = None) -> None:
     """Give `layer` `num_styles` rows; new rows copy row `init`, or the mean of the existing rows.
     A single-style layer's affine (if any) becomes its first row, so its output is unchanged."""
-    if layer.num_styles > 1:
+    if layer.has_tables:
         weight, bias = layer.weight.detach(), layer.bias.detach()
     else:
         inner = layer.norm

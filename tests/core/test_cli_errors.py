@@ -110,3 +110,9 @@ def test_tune_mistakes(tmp_path, demo_photos):
         tune.run(cfg, "export", tmp_path / "run")
     with pytest.raises(StylepressError, match="needs a teacher"):
         tune.run(cfg, "compress", tmp_path / "run")
+
+
+def test_help_shows_config_section_names():
+    """Help texts name config sections in brackets ([compress]); Rich markup would swallow them."""
+    result = run_cli("build", "--help")
+    assert result.returncode == 0 and "[compress]" in result.stdout

@@ -106,3 +106,41 @@ def test_saved_weights_are_ordinary_readable_files(tmp_path):
 
     save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
     assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
+
+
+def test_colour_skip_starts_as_the_photo_and_can_drop_its_colour():
+    torch.manual_seed(0)
+    plain = ResnetGenerator(ngf=8, n_blocks=1, num_styles=2, residual=True).eval()
+    skip = ResnetGenerator(ngf=8, n_blocks=1, num_styles=2, residual=True, colour_skip=True).eval()
+    missing, _ = skip.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["skip.bias", "skip.weight"]
+    x, style = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([0, 1])
+    assert torch.allclose(skip(x, style), plain(x, style), atol=1e-5)  # rows 1 and 0: the photo itself
+    with torch.no_grad():
+        skip.skip.weight[0, 1:] = 0  # style 0: no chroma
+    grey = skip.skip(x, style)
+    assert (grey[0] - grey[0, :1]).abs().max() < 1e-5  # R = G = B
+    assert torch.allclose(grey[1], x[1], atol=1e-5)  # style 1 untouched
+
+
+def test_colour_skip_rows_grow_with_added_styles_and_survive_a_save(tmp_path):
+    from stylepress.models.styled import add_styles
+
+    spec = _spec(num_styles=2, residual=True, colour_skip=True)
+    model = build_generator(spec)
+    with torch.no_grad():
+        model.skip.weight[1, 1:] = 0
+    model, spec = add_styles(model, spec, ("cartoon",))
+    assert model.skip.weight.shape == (3, 3) and model.skip.weight[1, 1] == 0 and model.skip.weight[2, 1] == 0.5
+    save_generator(model, spec, tmp_path / "g")
+    loaded, loaded_spec = load_generator(tmp_path / "g")
+    assert loaded_spec.kwargs["colour_skip"] and torch.equal(loaded.skip.weight, model.skip.weight)
+
+
+def test_colour_skip_needs_the_residual_output():
+    from pydantic import ValidationError
+
+    from stylepress.config import ModelConfig
+
+    with pytest.raises(ValidationError, match="needs model.residual"):
+        ModelConfig(colour_skip=True)

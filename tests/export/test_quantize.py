@@ -188,3 +188,33 @@ def test_a_fixed_shape_openvino_session_matches_the_dynamic_one(exported):
     dynamic, fixed = session(path, "openvino"), session(path, "openvino", shape=(2, 64, 64))
     a, b = (s.run(None, feeds_for(s, x, style=1))[0] for s in (dynamic, fixed))
     assert a.shape == b.shape == (2, 3, 64, 64) and np.abs(a - b).max() < 1e-3
+
+
+def test_a_colour_skip_generator_exports_and_quantizes_by_the_rules(tmp_path):
+    """The residual generator's ColourSkip (per-style luma/chroma rows) exports with parity, and INT8
+    quantizes only its convolutions: the photo's own path stays in float, and the rule scan is clean."""
+    import torch
+
+    from stylepress.export.onnx_export import export_onnx
+    from stylepress.export.quantize import quantize_int8
+    from stylepress.models import ArchSpec, build_generator
+
+    spec = ArchSpec(arch="resnet", styles=("sketch", "oil"), size_multiple=4,
+                    kwargs={"ngf": 8, "n_blocks": 1, "num_styles": 2, "residual": True, "colour_skip": True})
+    torch.manual_seed(0)
+    model = build_generator(spec).eval()
+    with torch.no_grad():
+        model.skip.weight[0, 1:] = 0  # a grey sketch
+        model.skip.bias[1].uniform_(-0.1, 0.1)
+    fp32, int8 = tmp_path / "g.onnx", tmp_path / "g.int8.onnx"
+    export_onnx(model, spec, fp32, 18)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 48, 64)).astype(np.float32)
+    sess = session(fp32)
+    for style in (0, 1):
+        with torch.no_grad():
+            expected = model(torch.from_numpy(images), torch.full((4,), style)).numpy()
+        assert np.abs(sess.run(None, feeds_for(sess, images, style))[0] - expected).max() < 1e-4
+    quantize_int8(fp32, int8, images, n_styles=2)
+    assert check_trt(int8) == []
+    readers = {n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input}
+    assert readers == {"Pad", "Unsqueeze"}  # the stem's reflection pad (quantized after it), the skip's float Mul
