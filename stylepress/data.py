@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import BUILTIN_STYLES, DataConfig
 from .errors import StylepressError
-from .models.layers import YIQ
+from .models.layers import YIQ, YIQ_INV
 from .styles import apply_style
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def _random_jitter(gen: torch.Generator) -> torch.Tensor:
         hue = 0.0
     c, s = math.cos(hue) * saturation, math.sin(hue) * saturation
     chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    return torch.linalg.inv(YIQ) @ chroma @ YIQ
+    return YIQ_INV @ chroma @ YIQ
 
 
 def _augment(img: torch.Tensor, box, flip: bool, jitter: torch.Tensor | None, crop: int) -> torch.Tensor:

@@ -72,8 +72,8 @@ def set_channels(model: nn.Module, channels: dict[str, dict[str, int]]) -> None:
                 if t is not None and t.dim() == 1:
                     setattr(m, key, t.new_zeros(n))
     for m in model.modules():  # per-style tables follow their norm layer's width
-        if isinstance(m, StyleNorm) and m.num_styles > 1 and isinstance(m.norm, (nn.modules.batchnorm._NormBase,
-                                                                                   nn.GroupNorm)):
+        if isinstance(m, StyleNorm) and m.has_tables and isinstance(m.norm, (nn.modules.batchnorm._NormBase,
+                                                                                 nn.GroupNorm)):
             m.channels = getattr(m.norm, "num_features", getattr(m.norm, "num_channels", m.channels))
             m.weight = nn.Parameter(m.weight.new_zeros(m.num_styles, m.channels))
             m.bias = nn.Parameter(m.bias.new_zeros(m.num_styles, m.channels))

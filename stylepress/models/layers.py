@@ -51,6 +51,7 @@ class StyleNorm(nn.Module):
 
 # RGB -> YIQ: Y is luma (the weights OpenCV's BGR2GRAY uses), I and Q are chroma.
 YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]])
+YIQ_INV = torch.linalg.inv(YIQ)
 
 
 class ColourSkip(StyleNorm):
@@ -68,7 +69,7 @@ class ColourSkip(StyleNorm):
     def __init__(self, num_styles: int = 1):
         super().__init__(3, "none", num_styles, tables=True)
         self.register_buffer("to_yiq", YIQ[:, :, None, None].clone(), persistent=False)
-        self.register_buffer("from_yiq", torch.linalg.inv(YIQ)[:, :, None, None].clone(), persistent=False)
+        self.register_buffer("from_yiq", YIQ_INV[:, :, None, None].clone(), persistent=False)
 
     def forward(self, image: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         return _mix(super().forward(_mix(image, self.to_yiq), style), self.from_yiq)

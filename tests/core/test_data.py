@@ -7,8 +7,10 @@ import torch
 from PIL import Image
 
 from stylepress.config import BUILTIN_STYLES, DataConfig
-from stylepress.data import PortraitData, _augment, _random_jitter, load_folder, read_rgb, split_by_hash
+from stylepress.data import PortraitData, _augment, _random_jitter, load_folder, read_rgb, split_by_hash, to_unit
 from stylepress.errors import StylepressError
+from stylepress.metrics import psnr
+from stylepress.models.layers import YIQ
 from stylepress.styles import apply_style
 
 
@@ -98,7 +100,8 @@ def test_paired_targets_stay_aligned_with_their_crops(portraits):
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return 10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-10))
+    """stylepress.metrics.psnr of two RGB uint8 images."""
+    return float(psnr(*(to_unit(torch.from_numpy(x).permute(2, 0, 1))[None] for x in (a, b)))[0])
 
 
 @pytest.mark.parametrize("style", BUILTIN_STYLES)
@@ -127,8 +130,7 @@ def test_colour_jitter_shows_the_generator_every_hue(portraits):
     data = _data(portraits)
     gen = torch.Generator().manual_seed(0)
     photos = torch.cat([data.sample(0, 8, gen).photo for _ in range(8)])  # 64 crops
-    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]])
-    chroma = torch.einsum("ij,njhw->nihw", yiq, (photos + 1) / 2)[:, 1:].mean((2, 3))
+    chroma = torch.einsum("ij,njhw->nihw", YIQ, (photos + 1) / 2)[:, 1:].mean((2, 3))
     hue = torch.atan2(chroma[:, 1], chroma[:, 0])
     assert torch.histc(hue, bins=4, min=-np.pi, max=np.pi).min() >= 4  # every quadrant of the circle
 
