@@ -3,6 +3,8 @@
   python -m stylepress.benchmarks compression CONFIG [--sweep 2,4,8,16,20,32,40]
   python -m stylepress.benchmarks ablation CONFIG     feature distillation on (--feat 1) / off at the target
   python -m stylepress.benchmarks latency CONFIG      every precision on every CPU provider
+  python -m stylepress.benchmarks levers CONFIG --runs RUN1,RUN2,...
+                                                      each run's student: int8, bf16 float layers, on/off
   python -m stylepress.benchmarks serving CONFIG      in-process against served, concurrency sweep, formats
   python -m stylepress.benchmarks load CONFIG [--requests 10000 --concurrency 16]
                                                       checked requests over HTTP and gRPC, RSS over time
@@ -67,6 +69,24 @@ def latency(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None,
 
     cfg, run_dir = _setup(config, out, set_)
     print(precision.markdown(precision.run(cfg, run_dir, repeats=repeats, threads=threads)))
+
+
+@app.command()
+def levers(config: ConfigArg, runs: Annotated[str, typer.Option(help="Run directories, comma-separated; the "
+                                                                    "first one's teacher is the reference.")],
+           set_: SetOpt = None,
+           repeats: Annotated[int | None, typer.Option(help="Timed runs; default bench.repeats.")] = None,
+           threads: Annotated[int | None, typer.Option(help="Threads; default bench.threads.")] = None):
+    """Each run's student in fp32 and int8, on OpenVINO with float layers in f32 and bf16 and on the
+    default provider, against the teacher (eager and ONNX), interleaved: <first run>/report/levers.{json,md}."""
+    from . import levers as suite
+
+    cfg = load_config(config, set_ or ())
+    dirs = [Path(d) for d in runs.split(",") if d]
+    missing = [d for d in dirs if not d.is_dir()]
+    if not dirs or missing:
+        raise StylepressError(f"--runs: {missing[0] if missing else 'nothing given'}: not a run directory")
+    print(suite.markdown(suite.run(cfg, dirs, repeats=repeats, threads=threads)))
 
 
 @app.command()

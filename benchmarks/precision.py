@@ -26,7 +26,7 @@ from stylepress import prepost
 from stylepress.config import Config
 from stylepress.data import val_image_paths
 from stylepress.errors import StylepressError
-from stylepress.export import serving_inputs
+from stylepress.export import float_precision, serving_inputs
 from stylepress.export.quantize import compare
 from stylepress.export.runtime import (
     available_cpu_providers,
@@ -77,14 +77,16 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, threads: i
     for model, precision in variants:
         path = layout.onnx(model, precision)
         for provider in providers:
-            outs = {s: run_batched(session(path, provider, threads), val, s) for s in refs[model]}
+            fp = float_precision(layout, model, provider)
+            outs = {s: run_batched(session(path, provider, threads, float_precision=fp), val, s) for s in refs[model]}
 
-            def onnx_runner(batch, res, path=path, provider=provider):
-                sess = session(path, provider, threads, shape=(batch, res, res))  # compiled for its one shape
+            def onnx_runner(batch, res, path=path, provider=provider, fp=fp):
+                sess = session(path, provider, threads, shape=(batch, res, res),  # compiled for its one shape
+                               float_precision=fp)
                 feeds = feeds_for(sess, np.repeat(images[res], batch, axis=0))
                 return lambda: sess.run(None, feeds)
 
-            peak = ("onnx", str(path), size, threads, providers_for(path, provider, threads, (1, size, size)))
+            peak = ("onnx", str(path), size, threads, providers_for(path, provider, threads, (1, size, size), fp))
             entries.append((model, precision, provider, path.stat().st_size, outs, onnx_runner, peak))
     torch.set_num_threads(threads)
     for model in eager:  # the PyTorch model itself, as trained: the baseline users start from
@@ -108,7 +110,7 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, threads: i
         for (model, precision, provider, size_bytes, outs, runner, peak), first in zip(entries, headline, strict=True):
             bar.update(f"{model} {precision} {provider}")
             rows.append(_row(model, precision, provider, size_bytes, refs, outs, points, runner, peak, first,
-                             bc.budget_s))
+                             bc.budget_s) | {"float_precision": float_precision(layout, model, provider)})
             bar.advance()
     report = {
         "what": f"{threads} threads; headline batch 1 at {size}x{size} ({repeats} runs of every variant, "
@@ -132,7 +134,8 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, threads: i
             if speedup < target_speedup:  # show where the time goes
                 report["profiles"][model] = {
                     "fp32/default": _op_profile(layout.onnx(model), "default", threads, x, layout.report),
-                    f"int8/{chosen}": _op_profile(layout.onnx(model, "int8"), chosen, threads, x, layout.report)}
+                    f"int8/{chosen}": _op_profile(layout.onnx(model, "int8"), chosen, threads, x, layout.report,
+                                                  float_precision(layout, model, chosen))}
     write_json(layout.precision_json, report)
     write_text(layout.precision_md, markdown(report))
     return report
@@ -189,11 +192,12 @@ def _find(rows, model, precision, provider):
     return next((r for r in rows if (r["model"], r["precision"], r["provider"]) == (model, precision, provider)), None)
 
 
-def _op_profile(path: Path, provider: str, threads: int, x: np.ndarray, folder: Path, runs: int = 10) -> dict:
+def _op_profile(path: Path, provider: str, threads: int, x: np.ndarray, folder: Path, fp: str = "f32",
+                runs: int = 10) -> dict:
     """Share of node time per operator type from ONNX Runtime's profiler (ms per run)."""
     folder.mkdir(parents=True, exist_ok=True)
     sess = session(path, provider, threads, profile_prefix=str(folder / "ort_profile"),
-                   shape=(len(x), *x.shape[2:]))  # as timed
+                   shape=(len(x), *x.shape[2:]), float_precision=fp)  # as timed
     feeds = feeds_for(sess, x)
     for _ in range(runs):
         sess.run(None, feeds)
@@ -217,7 +221,8 @@ def markdown(report: dict) -> str:
         return "exact" if psnr is None else f"{psnr:.1f} dB / {r[f'ssim{suffix}']:.4f}"
 
     for r in report["variants"]:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['provider']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        provider = r["provider"] + (" (bf16)" if r.get("float_precision") == "bf16" else "")
+        lines.append(f"| {r['model']} | {r['precision']} | {provider} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                      f"{score(r, '')} | {score(r, '_vs_teacher')} | {r['size_bytes'] / 1e6:.2f} |")
     for model, s in report["speedups"].items():
         lines.append(f"\n{model}: int8 on {s['int8_provider']} is {s['int8_vs_fp32_default']:.2f}x fp32 on the "

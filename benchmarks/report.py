@@ -39,7 +39,7 @@ import torch
 from stylepress import selection
 from stylepress.config import Config
 from stylepress.data import val_image_paths
-from stylepress.export import serving_inputs
+from stylepress.export import float_precision, serving_inputs
 from stylepress.export.runtime import resolve_cpu_provider, session
 from stylepress.fsutil import write_json, write_text
 from stylepress.images import grid, save_image, to_image
@@ -227,7 +227,8 @@ def samples(cfg: Config, layout: RunLayout, vs: list[dict], path: Path) -> None:
 
     outputs = {}
     for model, precision in columns:
-        sess = session(layout.onnx(model, precision), provider)
+        sess = session(layout.onnx(model, precision), provider,
+                       float_precision=float_precision(layout, model, provider))
         for s in range(len(styles)):
             feeds = {"image": photos} | ({"style": np.full(len(photos), s, np.int64)} if len(styles) > 1 else {})
             outputs[model, precision, s] = sess.run(None, feeds)[0]

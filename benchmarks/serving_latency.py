@@ -29,7 +29,7 @@ import onnxruntime as ort
 from stylepress import prepost, selection, serving
 from stylepress.config import Config
 from stylepress.data import val_image_paths
-from stylepress.export import runtime
+from stylepress.export import float_precision, runtime
 from stylepress.export.quantize import compare
 from stylepress.fsutil import write_json, write_text
 from stylepress.layout import RunLayout
@@ -54,7 +54,8 @@ def run(cfg: Config, run_dir: str | Path, repeats: int | None = None, warmup: in
     data = paths[0].read_bytes()
     size = cfg.serving_resolution
     styles = list(read_spec(layout.model_dir(model)).styles)
-    session = runtime.session(layout.onnx(model, precision), provider, shape=(1, size, size))
+    session = runtime.session(layout.onnx(model, precision), provider, shape=(1, size, size),
+                              float_precision=float_precision(layout, model, provider))
     teacher = runtime.session(layout.onnx("teacher"), "default")
     x, box = prepost.letterbox(prepost.decode(data), size)
     feeds = runtime.feeds_for(session, x[None])

@@ -3,7 +3,8 @@
 student/
   weights.safetensors, arch.json   the pruned, distilled student (EMA, best val PSNR to the teacher);
                                    arch.json carries the pruned widths, so it loads like a teacher
-  prune.json                       MACs and params before/after at the serving resolution, widths
+  prune.json                       MACs and params before/after at the serving resolution, widths,
+                                   the student kind (pruned | mobile)
   log.jsonl, samples.png, state.pt distillation log, input | teacher | student, resumable state
   sweep/x<F>/, sweep.json, sweep.png   with --sweep: one student per MACs reduction F
 """
@@ -26,6 +27,7 @@ from stylepress.models import ARCH_FILE, ArchSpec, build_generator, layer_channe
 from stylepress.plots import pyplot, save_png
 
 from .distill import STATE_FILE, distill
+from .mobile import mobile_student
 from .pruning import count, prune, prune_to_macs
 
 PRUNE_FILE = "prune.json"
@@ -81,18 +83,23 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: ArchSpec, teacher_count:
         options = dict(importance=cc.importance, global_pruning=cc.global_pruning,
                        iterative_steps=cc.iterative_steps, round_to=cc.round_to, ignored=cc.ignored,
                        taylor_batch=_taylor_batch(data, cc.batch_size) if cc.importance == "taylor" else None)
-        if target_macs is not None:
+        teacher_macs, teacher_params = teacher_count
+        taken = None
+        if cc.student == "mobile":
+            target = target_macs if target_macs is not None else teacher_macs * (1 - (cc.ratio or 0.5)) ** 2
+            pruned, taken = mobile_student(teacher, spec, target, cfg.serving_resolution, cc.round_to)
+        elif target_macs is not None:
             pruned = prune_to_macs(teacher, spec, target_macs, cfg.serving_resolution, **options)
         else:
             pruned = prune(teacher, spec, cc.ratio or 0.5, resolution=cfg.serving_resolution, **options)
         student, student_spec = pruned.model, pruned.spec
-        teacher_macs, teacher_params = teacher_count
-        prune_report = {"resolution": cfg.serving_resolution, "teacher_macs": teacher_macs,
+        prune_report = {"student": cc.student, "resolution": cfg.serving_resolution, "teacher_macs": teacher_macs,
                         "student_macs": pruned.macs, "teacher_params": teacher_params,
                         "student_params": pruned.params, "macs_reduction": teacher_macs / pruned.macs,
-                        "target_macs": target_macs, "ratio": pruned.ratio, "importance": cc.importance,
-                        "round_to": cc.round_to, "teacher_widths": _widths(teacher, spec),
-                        "student_widths": _widths(student, student_spec)}
+                        "target_macs": target_macs, "round_to": cc.round_to, "teacher_widths": _widths(teacher, spec),
+                        "student_widths": _widths(student, student_spec),
+                        **({"ratio": pruned.ratio, "importance": cc.importance} if taken is None else
+                           {"tensors_from_teacher": taken})}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / PRUNE_FILE, prune_report)
     result = distill(cfg, teacher, student, student_spec, data, out, teacher_dir / "state.pt", resume,

@@ -29,6 +29,7 @@ from stylepress.metrics import psnr, ssim
 from stylepress.models import ArchSpec, build_discriminator, save_generator, save_weights
 from stylepress.models.families import CycleGANResnet, CycleGANResnetBlock
 from stylepress.models.generator import ResnetGenerator
+from stylepress.models.mobile import MobileResnetGenerator
 from stylepress.train import losses
 from stylepress.train.loop import (
     LOG_FILE,
@@ -54,9 +55,9 @@ KIND = "student"
 
 
 def feature_taps(model: nn.Module) -> list[nn.Module]:
-    """Where features are distilled in a ResNet generator (stylepress's or CycleGAN's): the end of
+    """Where features are distilled in a ResNet generator (stylepress's, its mobile student's or CycleGAN's): the end of
     downsampling, then after blocks n/3, 2n/3 and n. Other families: none (output distillation)."""
-    if isinstance(model, ResnetGenerator):
+    if isinstance(model, (ResnetGenerator, MobileResnetGenerator)):
         end_of_down, blocks = model.down[-1], list(model.blocks)
     elif isinstance(model, CycleGANResnet):
         layers = list(model.model)

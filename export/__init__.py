@@ -6,10 +6,13 @@ export/
   <model>.int8.onnx   Q/DQ INT8 that TensorRT's explicit quantization accepts (checked)
   parity.json         ONNX Runtime vs PyTorch on val portraits, per model, size and batch
   quant.json          per model and precision: quality vs fp32, whether it met its target (and why
-                      not), fallback layers, per-layer SQNR, calibration settings. No timings: this
-                      file is a deployment input, hashed by the pipeline; latency is the bench's.
+                      not), fallback layers, per-layer SQNR, calibration settings; the float
+                      precision OpenVINO runs it in (bf16 or f32), which the bench and the served
+                      generator use. No timings: this file is a deployment input, hashed by the
+                      pipeline; latency is the bench's.
 
-A precision that misses its quality target (fp16 or int8) is written and recorded as missed
+With bf16, every precision is checked on its bf16 output against fp32 in f32 (fp32 itself against
+export.bf16_min_psnr_db). A precision that misses its quality target is written and recorded as missed
 (`met: false`), and selection leaves it out; it does not fail the export. Export is
 deterministic: the same inputs give the same bytes (the pipeline hashes them).
 """
@@ -37,7 +40,7 @@ from stylepress.progress import progress_bar
 from .onnx_export import export_onnx
 from .parity import check_parity
 from .quantize import compare, quantize_with_fallback
-from .runtime import resolve_cpu_provider, run_batched, session
+from .runtime import resolve_cpu_provider, resolve_float_precision, run_batched, session
 from .tensorrt import build_engine, profile, unavailable
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
         raise StylepressError(f"nothing to export: {layout.root} has no teacher/ (run `stylepress train` first)")
     ec = cfg.export
     provider = resolve_cpu_provider(ec.cpu_provider)
+    fp = resolve_float_precision(ec.cpu_float_precision, provider, cfg.serving.target)
     photos = [read_rgb(p) for p in val_image_paths(cfg.data)[:PARITY_PHOTOS]]
     parity_path, quant_path = layout.parity, layout.quant
     parity = json.loads(parity_path.read_text()) if parity_path.is_file() else {}
@@ -78,7 +82,9 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
             log.info("%s: %s (parity max abs err %.1e)", name, fp32, parity[name]["max_abs_err"])
             written[f"{name}.fp32"] = fp32
             bar.advance()
-            quant[name] = {"provider": provider, "resolution": size, "val_images": len(val)}
+            quant[name] = {"provider": provider, "float_precision": fp, "resolution": size, "val_images": len(val)}
+            if fp == "bf16":
+                quant[name]["fp32"] = _bf16(fp32, val, n_styles, provider, ec.bf16_min_psnr_db)
             for stale in (p for p in ("fp16", "int8") if p not in ec.precisions):  # from an earlier config
                 layout.onnx(name, stale).unlink(missing_ok=True)
             for precision in (p for p in ec.precisions if p != "fp32"):
@@ -86,9 +92,9 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
                 path = layout.onnx(name, precision)
                 with atomic_path(path) as tmp:
                     if precision == "fp16":
-                        report = _fp16(fp32, tmp, val, n_styles, provider, ec.fp16_min_psnr_db)
+                        report = _fp16(fp32, tmp, val, n_styles, provider, fp, ec.fp16_min_psnr_db)
                     else:
-                        report = _int8(cfg, fp32, tmp, val, n_styles, provider)
+                        report = _int8(cfg, fp32, tmp, val, n_styles, provider, fp)
                     report["size_bytes"] = os.path.getsize(tmp)
                 if not report["met"]:
                     log.warning("%s: %s: recorded, left out of selection", path.name, report["reason"])
@@ -120,19 +126,40 @@ def serving_inputs(paths: list[Path], size: int) -> np.ndarray:
     return np.stack([prepost.letterbox(np.asarray(read_rgb(p)), size)[0] for p in paths])
 
 
-def _fp16(fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str, min_psnr_db: float) -> dict:
+def float_precision(layout: RunLayout, model: str, provider: str) -> str:
+    """The float precision `model` runs in on `provider`: on OpenVINO the one its export checked (the
+    bench times it, serving runs it), elsewhere f32."""
+    quant = json.loads(layout.quant.read_text()) if layout.quant.is_file() and provider == "openvino" else {}
+    return quant.get(model, {}).get("float_precision", "f32")
+
+
+def _vs_fp32(fp32: Path, path: Path, val: np.ndarray, n_styles: int, provider: str, fp: str) -> dict:
+    """`path` run in float precision `fp` against the fp32 model in f32: the worst style's PSNR/SSIM."""
+    ref, got = session(fp32, provider), session(path, provider, float_precision=fp)
+    quality = [compare(run_batched(ref, val, s), run_batched(got, val, s)) for s in range(max(1, n_styles))]
+    return {"psnr_db": min(q["psnr_db"] for q in quality), "ssim": min(q["ssim"] for q in quality)}
+
+
+def _fp16(fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str, fp: str,
+          min_psnr_db: float) -> dict:
     # keep_io_types: clients and the pre/post-processing keep talking float32.
     onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
-    ref, got = session(fp32, provider), session(out, provider)
-    quality = [compare(run_batched(ref, val, s), run_batched(got, val, s)) for s in range(max(1, n_styles))]
-    psnr = min(q["psnr_db"] for q in quality)
-    met = psnr >= min_psnr_db
-    return {"psnr_db": psnr, "ssim": min(q["ssim"] for q in quality), "met": met, "min_psnr_db": min_psnr_db,
-            "reason": None if met else f"fp16 output is {psnr:.1f} dB from fp32 (export.fp16_min_psnr_db = "
+    q = _vs_fp32(fp32, out, val, n_styles, provider, fp)
+    met = q["psnr_db"] >= min_psnr_db
+    return {**q, "met": met, "min_psnr_db": min_psnr_db,
+            "reason": None if met else f"fp16 output is {q['psnr_db']:.1f} dB from fp32 (export.fp16_min_psnr_db = "
                                        f"{min_psnr_db:g}): keep this model in fp32"}
 
 
-def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str) -> dict:
+def _bf16(fp32: Path, val: np.ndarray, n_styles: int, provider: str, min_psnr_db: float) -> dict:
+    q = _vs_fp32(fp32, fp32, val, n_styles, provider, "bf16")
+    met = q["psnr_db"] >= min_psnr_db
+    return {**q, "met": met, "min_psnr_db": min_psnr_db,
+            "reason": None if met else f"bf16 output is {q['psnr_db']:.1f} dB from fp32 (export.bf16_min_psnr_db = "
+                                       f"{min_psnr_db:g}): set export.cpu_float_precision = 'f32'"}
+
+
+def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, provider: str, fp: str) -> dict:
     ic = cfg.export.int8
     folder = ic.calibration or cfg.data.photos
     paths = find_images(folder)
@@ -143,7 +170,7 @@ def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, pr
     calib = serving_inputs(pick, cfg.serving_resolution)
     report = quantize_with_fallback(fp32, out, calib, val, n_styles, method=ic.method, percentile=ic.percentile,
                                     min_psnr_db=ic.min_psnr_db, max_fallback=ic.max_fallback, provider=provider,
-                                    min_ssim=ic.min_ssim)
+                                    min_ssim=ic.min_ssim, float_precision=fp)
     report["calibration"] = {"folder": str(folder), "samples": len(calib), "method": ic.method,
                              **({"percentile": ic.percentile} if ic.method == "percentile" else {})}
     return report

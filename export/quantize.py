@@ -131,14 +131,14 @@ def compare(fp32_out: np.ndarray, out: np.ndarray) -> dict:
 
 def quantize_with_fallback(fp32: Path, out: Path, calib: np.ndarray, val: np.ndarray, n_styles: int, *,
                            method: str, percentile: float, min_psnr_db: float, max_fallback: int,
-                           provider: str, min_ssim: float = 0.0) -> dict:
+                           provider: str, min_ssim: float = 0.0, float_precision: str = "f32") -> dict:
     """Quantize, then keep the most sensitive layers (lowest SQNR) in float, one more per round,
     until int8 vs fp32 on `val` reaches min_psnr_db and min_ssim, or `max_fallback` layers are
-    excluded."""
+    excluded. The int8 model runs in `float_precision` (its float layers in bf16 or f32), fp32 in f32."""
     ref = {s: run_batched(session(fp32, provider), val, s) for s in range(max(1, n_styles))}
 
     def score(path: Path) -> dict:
-        sess = session(path, provider)
+        sess = session(path, provider, float_precision=float_precision)
         per_style = [compare(ref[s], run_batched(sess, val, s)) for s in ref]
         return {"psnr_db": min(p["psnr_db"] for p in per_style), "ssim": min(p["ssim"] for p in per_style)}
 

@@ -31,6 +31,7 @@ import stylepress.prepost
 from stylepress import selection
 from stylepress.config import Config
 from stylepress.errors import StylepressError
+from stylepress.export import float_precision
 from stylepress.layout import RunLayout
 from stylepress.models.spec import read_spec
 
@@ -74,6 +75,9 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     _params(pre, resolution=size, styles=json.dumps(styles), max_bytes=sc.max_bytes, max_pixels=sc.max_pixels)
 
     gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision, served["provider"])
+    # As the export checked it and the bench timed it; only the CPU runtime's generator passes the hint
+    # (the export resolves f32 for other targets, and the build reruns it when the target changes).
+    fp = float_precision(layout, model, served["provider"]) if sc.target == "cpu" else "f32"
 
     post = _config(f"{name}_postprocess", max_batch, backend="python", instances=post_n)
     _io(post.input, "STYLED_RAW", pb.TYPE_FP32, [3, size, size])
@@ -106,7 +110,8 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
             _io(config.input, tensor, dtype, [1]).optional = True
         step.input_map[tensor] = tensor
     for config in (ens, gen):  # the repository says what it serves
-        _params(config, variant=served["name"], model=model, precision=precision, provider=served["provider"])
+        _params(config, variant=served["name"], model=model, precision=precision, provider=served["provider"],
+                float_precision=fp)
 
     # Built in a temporary folder, checked, then swapped in whole: a killed run leaves the previous
     # repository intact, and no stale model from an earlier config lingers.

@@ -199,15 +199,14 @@ def _export(cfg: Config, layout: RunLayout, resume: bool, log) -> None:
 
 
 def _precision_status(layout: RunLayout) -> dict:
-    """Each exported precision's status: fp32 passed parity (else export failed); fp16 and int8
-    passed or missed their quality target (recorded, left out of selection)."""
+    """Each exported precision's status: fp32 passed parity (else export failed) and, run in bf16, its
+    bf16 check; fp16 and int8 passed or missed their quality target (recorded, left out of selection)."""
     quant = json.loads(layout.quant.read_text()) if layout.quant.is_file() else {}
     out = {}
     for model, checks in quant.items():
-        out[f"{model}.fp32"] = {"status": "passed"}
-        for precision in PRECISIONS[1:]:
-            if precision in checks:
-                met = checks[precision].get("met", True)
+        for precision in PRECISIONS:
+            if precision in checks or precision == "fp32":
+                met = checks.get(precision, {}).get("met", True)
                 out[f"{model}.{precision}"] = {"status": "passed"} if met else {
                     "status": "failed", "reason": checks[precision].get("reason")}
     return {"precisions": out}
@@ -261,7 +260,7 @@ STAGES = (
     Stage("compress", ("seed", "data", "compress", "serving.resolution"), _outputs_of("train"),
           _student_files, _compress,
           skip_why=lambda cfg: None if "compress" in cfg.model_fields_set else "no [compress] section"),
-    Stage("export", ("data", "export", "serving.resolution"), _outputs_of("train", "compress"),
+    Stage("export", ("data", "export", "serving.resolution", "serving.target"), _outputs_of("train", "compress"),
           _export_files, _export, record=_precision_status),
     Stage("bench", ("data", "bench", "export.cpu_provider", "export.int8.val_images", "serving.resolution"),
           _outputs_of("train", "compress", "export"), lambda L: [L.precision_json, L.precision_md], _bench),

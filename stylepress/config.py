@@ -147,8 +147,12 @@ class TrainConfig(_Section):
 
 
 class CompressConfig(_Section):
+    # The student: the teacher pruned (torch-pruning), or a fresh mobile generator (depthwise-separable
+    # blocks, resize + conv upsampling: every layer INT8-capable) as wide as the MACs target allows.
+    student: Literal["pruned", "mobile"] = "pruned"
     # How much to prune: target_macs ("2.8G", at the serving resolution) or ratio (torch-pruning's
-    # pruning_ratio, the fraction of channels removed). Neither: ratio 0.5.
+    # pruning_ratio, the fraction of channels removed; for a mobile student, MACs x (1 - ratio)^2).
+    # Neither: ratio 0.5.
     target_macs: Str | None = Field(None, pattern=r"^\d+(\.\d+)?[KMGT]?$")
     ratio: Float | None = Field(None, gt=0, lt=1)
     importance: Literal["l1", "l2", "taylor"] = "l1"
@@ -218,6 +222,12 @@ class ExportConfig(_Section):
     # ONNX Runtime's CPU execution provider for checks, benchmarks and serving; None: OpenVINO
     # where its build of onnxruntime is installed, else the default CPU provider.
     cpu_provider: Literal["openvino", "default"] | None = None
+    # OpenVINO's float layers (all of fp32 and fp16 models, what int8 keeps in float) in bf16 where
+    # the CPU has it natively ("auto", OpenVINO's own default there), or always f32. Each exported
+    # precision's quality check then measures its bf16 output against fp32; an fp32 whose bf16
+    # output is below bf16_min_psnr_db fails like an int8 below its target.
+    cpu_float_precision: Literal["auto", "f32", "bf16"] = "auto"
+    bf16_min_psnr_db: Float = Field(40.0, ge=0)
     int8: Int8Config = Int8Config()
     tensorrt: TensorRTConfig = TensorRTConfig()
 

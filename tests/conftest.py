@@ -213,9 +213,9 @@ def served(tmp_path_factory) -> Served:
     from stylepress.config import load_config
 
     # A long queue delay makes the dynamic batcher group concurrent requests reliably.
-    # fp32 only: the served network must equal the offline one exactly.
+    # fp32 only, float layers in f32: the served network must equal the offline one exactly.
     config, run_dir = tiny_run(tmp_path_factory.mktemp("served"), serving="max_queue_delay_us = 200000\n"
-                               'precision = "fp32"\n[export]\nprecisions = ["fp32"]\n')
+                               'precision = "fp32"\n[export]\nprecisions = ["fp32"]\ncpu_float_precision = "f32"\n')
     cfg = load_config(config)
     onnx_path = export.run(cfg, run_dir, show_progress=False)["teacher.fp32"]
     repo = write_repo(cfg, run_dir)

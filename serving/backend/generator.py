@@ -20,6 +20,7 @@ class TritonPythonModel:
         self.options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         self.path = os.path.join(os.path.dirname(os.path.abspath(__file__)), params["model_file"])
         self.openvino = params.get("provider") == "openvino"  # INT8 Q/DQ runs on integer kernels there
+        self.float_precision = params.get("float_precision", "f32")  # bf16: as the export checked it
         self.session = self._session(None)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.has_style = len(self.inputs) == 2
@@ -28,7 +29,7 @@ class TritonPythonModel:
     def _session(self, shape):
         """OpenVINO compiles a fixed-shape model about 2x faster than a dynamic one (its
         `reshape_input`); Triton's model_warmup compiles the serving size for each batch size. The
-        string is export/runtime.session's: this file runs in Triton's Python and imports no stylepress."""
+        strings are export/runtime.session's: this file runs in Triton's Python and imports no stylepress."""
         providers = ["CPUExecutionProvider"]
         if self.openvino:
             ov = {"device_type": "CPU"}
@@ -36,6 +37,8 @@ class TritonPythonModel:
                 n, _, h, w = shape
                 ov["reshape_input"] = ",".join(f"image[{n},3,{h},{w}]" if name == "image" else f"{name}[{n}]"
                                                for name in self.inputs)
+            if self.float_precision != "f32":
+                ov["load_config"] = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": self.float_precision}})
             providers.insert(0, ("OpenVINOExecutionProvider", ov))
         return ort.InferenceSession(self.path, self.options, providers=providers)
 

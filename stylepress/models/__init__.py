@@ -17,10 +17,11 @@ from ..fsutil import atomic_write
 from .discriminator import PatchDiscriminator
 from .generator import ResnetGenerator
 from .layers import StyleNorm
+from .mobile import MobileResnetGenerator
 from .spec import ARCH_FILE, ArchSpec, read_spec, write_spec
 from .styled import StyleRouter
 
-ARCHS = {"resnet": ResnetGenerator}
+ARCHS = {"resnet": ResnetGenerator, "mobile": MobileResnetGenerator}  # native: per-style StyleNorm tables
 WEIGHTS_FILE = "weights.safetensors"
 __all__ = ["ARCH_FILE", "ARCHS", "WEIGHTS_FILE", "ArchSpec", "build_generator", "load_generator", "read_spec",
            "save_generator"]

@@ -83,7 +83,9 @@ def add_styles(model: nn.Module, spec: ArchSpec, names: tuple[str, ...], init: i
     """`model` with rows for the styles `names` after its own (existing rows untouched), and its spec."""
     n = spec.num_styles + len(names)
     styles = spec.styles + tuple(names)
-    if spec.arch == "resnet":
+    from . import ARCHS
+
+    if spec.arch in ARCHS:  # stylepress's own generators: every norm already has per-style tables
         for m in model.modules():
             if isinstance(m, StyleNorm):
                 grow(m, n, init)

@@ -14,7 +14,8 @@ import pytest
 from conftest import DEMO_PHOTOS, run_cli
 from PIL import Image
 
-from stylepress import build
+from stylepress import build, export
+from stylepress.layout import RunLayout
 
 pytestmark = pytest.mark.slow
 STAGE_NAMES = [s.name for s in build.STAGES]
@@ -98,7 +99,7 @@ def test_one_decision_is_served_and_gated_and_an_unchanged_rerun_executes_nothin
     assert "export/tiny.fp32.onnx" not in entry["outputs"] and "export/teacher.int8.onnx" in entry["outputs"]
     assert entry["inputs"] == {**manifest["stages"]["train"]["outputs"], **manifest["stages"]["compress"]["outputs"]}
     assert all(len(h) == 64 for h in entry["outputs"].values()) and entry["wall_s"] > 0 and entry["versions"]["torch"]
-    assert entry["reads"] == ["data", "export", "serving.resolution"]
+    assert entry["reads"] == ["data", "export", "serving.resolution", "serving.target"]
     precisions = entry["precisions"]
     assert precisions["teacher.fp32"] == {"status": "passed"}
     assert precisions["teacher.fp16"]["status"] == "failed" and "200" in precisions["teacher.fp16"]["reason"]
@@ -199,6 +200,8 @@ def _serves(run_dir, served):
     config = text_format.Parse((repo / "tiny_generator" / "config.pbtxt").read_text(), pb.ModelConfig())
     assert config.parameters["variant"].string_value == served["name"]
     assert config.parameters["provider"].string_value == served["provider"]
+    want = export.float_precision(RunLayout(run_dir), served["model"], served["provider"])  # as checked and timed
+    assert config.parameters["float_precision"].string_value == want
 
 
 def _chromium() -> str:
