@@ -6,7 +6,8 @@ export/
   <model>.int8.onnx   Q/DQ INT8 that TensorRT's explicit quantization accepts (checked)
   parity.json         ONNX Runtime vs PyTorch on val portraits, per model, size and batch
   quant.json          per model and precision: quality vs fp32, whether it met its target (and why
-                      not), fallback layers, per-layer SQNR, calibration settings; the float
+                      not), fallback layers, per-layer SQNR, calibration settings, int8's coverage
+                      (layers and MACs quantized, per layer type); the float
                       precision OpenVINO runs it in (bf16 or f32), which the bench and the served
                       generator use. No timings: this file is a deployment input, hashed by the
                       pipeline; latency is the bench's.
@@ -39,7 +40,7 @@ from stylepress.progress import progress_bar
 
 from .onnx_export import export_onnx
 from .parity import check_parity
-from .quantize import compare, quantize_with_fallback
+from .quantize import compare, int8_coverage, quantize_with_fallback
 from .runtime import resolve_cpu_provider, resolve_float_precision, run_batched, session
 from .tensorrt import build_engine, profile, unavailable
 
@@ -171,6 +172,7 @@ def _int8(cfg: Config, fp32: Path, out: Path, val: np.ndarray, n_styles: int, pr
     report = quantize_with_fallback(fp32, out, calib, val, n_styles, method=ic.method, percentile=ic.percentile,
                                     min_psnr_db=ic.min_psnr_db, max_fallback=ic.max_fallback, provider=provider,
                                     min_ssim=ic.min_ssim, float_precision=fp)
+    report["coverage"] = int8_coverage(fp32, out, cfg.serving_resolution)
     report["calibration"] = {"folder": str(folder), "samples": len(calib), "method": ic.method,
                              **({"percentile": ic.percentile} if ic.method == "percentile" else {})}
     return report

@@ -66,6 +66,43 @@ def linear_layers(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in LINEAR]
 
 
+def int8_coverage(fp32: Path, int8: Path, size: int) -> dict:
+    """Per layer type (Conv, ConvTranspose): layers and MACs at batch 1, size x size, and how many of
+    them the int8 model quantizes (weights through a DequantizeLinear). Static: which of those a
+    runtime then runs on INT8 kernels is its profile's to say (OpenVINO has none for transposed
+    convolutions; benchmarks/openvino_profile.py)."""
+    model = onnx.load(str(fp32))
+    for value in model.graph.input:  # fix the dynamic dims so that shape inference gives every size
+        for dim, n in zip(value.type.tensor_type.shape.dim, (1, 3, size, size) if value.name == "image" else (1,),
+                          strict=True):
+            dim.ClearField("dim_param")
+            dim.dim_value = n
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    graph = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.value_info, *graph.input, *graph.output)}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    quantized = onnx.load(str(int8)).graph
+    dq = {n.output[0] for n in quantized.node if n.op_type == "DequantizeLinear"}
+    int8_layers = {n.name for n in quantized.node if n.op_type in LINEAR and n.input[1] in dq}
+    out: dict[str, dict] = {}
+    for node in graph.node:
+        if node.op_type not in LINEAR:
+            continue
+        w = weights[node.input[1]]  # Conv [Co, Ci/g, kh, kw]; ConvTranspose [Ci, Co/g, kh, kw]
+        per_position = shapes[node.output[0] if node.op_type == "Conv" else node.input[0]]
+        macs = math.prod(per_position[1:]) * math.prod(w[1:])
+        t = out.setdefault(node.op_type, {"layers": 0, "int8_layers": 0, "macs": 0, "int8_macs": 0})
+        t["layers"] += 1
+        t["macs"] += macs
+        if node.name in int8_layers:
+            t["int8_layers"] += 1
+            t["int8_macs"] += macs
+    total = sum(t["macs"] for t in out.values())
+    return {"resolution": size, "layer_types": out,
+            "int8_macs_share": sum(t["int8_macs"] for t in out.values()) / total if total else 0.0}
+
+
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, n_styles: int, method: str = "minmax",
                   percentile: float = 99.999, exclude: tuple[str, ...] = ()) -> None:
     """Write the TensorRT-compatible Q/DQ model of `fp32` to `out`, keeping `exclude` in float."""

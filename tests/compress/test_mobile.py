@@ -103,6 +103,9 @@ def test_a_mobile_student_distils_exports_by_the_rules_and_rebuilds_from_arch_js
     assert not any(n.op_type == "ConvTranspose" for n in graph.node)
     # Every convolution but the output layer (kept float by the rules) reads quantized weights.
     assert sum(n.input[1] in quantized for n in convs) == len(convs) - 1
+    coverage = json.loads((run_dir / "export" / "quant.json").read_text())["student"]["int8"]["coverage"]
+    assert list(coverage["layer_types"]) == ["Conv"]
+    assert coverage["layer_types"]["Conv"]["int8_layers"] == len(convs) - 1
 
 
 def test_triton_serves_the_int8_mobile_student_as_onnx_runtime_runs_it(mobile_run):

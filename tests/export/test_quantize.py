@@ -133,6 +133,14 @@ def test_export_writes_every_precision_and_the_int8_model_passes_the_scanner(exp
     assert set(report["layer_sqnr_db"]) <= set(linear_layers(onnx.load(str(out / "teacher.fp32.onnx"))))
     assert report["calibration"]["method"] == "minmax" and report["calibration"]["samples"] >= 1
     assert quant["fp16"]["met"] is True and report["met"] in (True, False)
+    # Coverage: every linear layer counted once, the float ones (output layer, fallback) not as int8.
+    cov = report["coverage"]["layer_types"]
+    fp32 = onnx.load(str(out / "teacher.fp32.onnx"))
+    assert {t: c["layers"] for t, c in cov.items()} == {t: sum(n.op_type == t for n in fp32.graph.node)
+                                                        for t in ("Conv", "ConvTranspose")}
+    floats = len(report["output_layers_float"]) + len(report["excluded"])
+    assert sum(c["layers"] - c["int8_layers"] for c in cov.values()) == floats
+    assert 0 < report["coverage"]["int8_macs_share"] < 1 and all(c["int8_macs"] <= c["macs"] for c in cov.values())
     # A deployment input holds no timings (the bench's job): an unchanged rerun hashes the same.
     text = json.dumps(quant)
     assert '"latency"' not in text and '_ms"' not in text
