@@ -25,7 +25,7 @@ from stylepress.data import val_image_paths
 from stylepress.errors import StylepressError
 from stylepress.export import serving_inputs
 from stylepress.export.quantize import compare
-from stylepress.export.runtime import cpu_has_bf16, feeds_for, run_batched, session
+from stylepress.export.runtime import available_cpu_providers, cpu_has_bf16, feeds_for, run_batched, session
 from stylepress.fsutil import write_json, write_text
 from stylepress.layout import RunLayout
 from stylepress.machine import describe, now
@@ -35,6 +35,9 @@ from .precision import time_interleaved
 
 
 def run(cfg: Config, run_dirs: list[Path], repeats: int | None = None, threads: int | None = None) -> dict:
+    if "openvino" not in available_cpu_providers():
+        raise StylepressError("this onnxruntime build has no OpenVINO execution provider: nothing to compare "
+                              "(`pip install onnxruntime-openvino`)")
     layouts = [RunLayout(d) for d in run_dirs]
     size = cfg.serving_resolution
     repeats, threads = repeats or cfg.bench.repeats, threads or cfg.bench.threads

@@ -79,19 +79,24 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: ArchSpec, teacher_count:
         student_spec = read_spec(out)
         student = build_generator(student_spec)
         prune_report = json.loads((out / PRUNE_FILE).read_text())
+        if prune_report.get("student", "pruned") != cc.student:
+            raise StylepressError(f"{out} holds a {prune_report.get('student', 'pruned')} student, and "
+                                  f"compress.student is {cc.student!r}: --force starts over")
     else:
-        options = dict(importance=cc.importance, global_pruning=cc.global_pruning,
-                       iterative_steps=cc.iterative_steps, round_to=cc.round_to, ignored=cc.ignored,
-                       taylor_batch=_taylor_batch(data, cc.batch_size) if cc.importance == "taylor" else None)
         teacher_macs, teacher_params = teacher_count
         taken = None
         if cc.student == "mobile":
-            target = target_macs if target_macs is not None else teacher_macs * (1 - (cc.ratio or 0.5)) ** 2
-            pruned, taken = mobile_student(teacher, spec, target, cfg.serving_resolution, cc.round_to)
-        elif target_macs is not None:
-            pruned = prune_to_macs(teacher, spec, target_macs, cfg.serving_resolution, **options)
+            if target_macs is None:  # what pruning that ratio of channels roughly leaves
+                target_macs = teacher_macs * (1 - (cc.ratio or 0.5)) ** 2
+            pruned, taken = mobile_student(teacher, spec, target_macs, cfg.serving_resolution, cc.round_to)
         else:
-            pruned = prune(teacher, spec, cc.ratio or 0.5, resolution=cfg.serving_resolution, **options)
+            options = dict(importance=cc.importance, global_pruning=cc.global_pruning,
+                           iterative_steps=cc.iterative_steps, round_to=cc.round_to, ignored=cc.ignored,
+                           taylor_batch=_taylor_batch(data, cc.batch_size) if cc.importance == "taylor" else None)
+            if target_macs is not None:
+                pruned = prune_to_macs(teacher, spec, target_macs, cfg.serving_resolution, **options)
+            else:
+                pruned = prune(teacher, spec, cc.ratio or 0.5, resolution=cfg.serving_resolution, **options)
         student, student_spec = pruned.model, pruned.spec
         prune_report = {"student": cc.student, "resolution": cfg.serving_resolution, "teacher_macs": teacher_macs,
                         "student_macs": pruned.macs, "teacher_params": teacher_params,

@@ -26,10 +26,10 @@ def mobile_student(teacher: nn.Module, spec: ArchSpec, target_macs: float, resol
     step = max(1, round_to // 4)
     mobile = ArchSpec(arch="mobile", styles=spec.styles, size_multiple=spec.size_multiple,
                       kwargs={k: spec.kwargs[k] for k in KWARGS if k in spec.kwargs})
-    best = None
+    best, macs = None, float("nan")
     for ngf in range(step, 4 * spec.kwargs.get("ngf", 64) + 1, step):
         candidate = mobile.with_kwargs(ngf=ngf)
-        model = build_generator(candidate)
+        model = build_generator(candidate).eval()
         macs, params = count(model, candidate, resolution)
         if macs > target_macs * (1 + MACS_TOLERANCE):
             break

@@ -86,6 +86,9 @@ def run(cfg: Config, run_dir: str | Path, show_progress: bool = True) -> dict[st
             quant[name] = {"provider": provider, "float_precision": fp, "resolution": size, "val_images": len(val)}
             if fp == "bf16":
                 quant[name]["fp32"] = _bf16(fp32, val, n_styles, provider, ec.bf16_min_psnr_db)
+                if not quant[name]["fp32"]["met"]:
+                    log.warning("%s: %s: recorded, left out of selection", fp32.name, quant[name]["fp32"]["reason"])
+            write_json(quant_path, quant)  # also with fp32 alone: it says which float precision runs it
             for stale in (p for p in ("fp16", "int8") if p not in ec.precisions):  # from an earlier config
                 layout.onnx(name, stale).unlink(missing_ok=True)
             for precision in (p for p in ec.precisions if p != "fp32"):

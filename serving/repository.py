@@ -31,7 +31,6 @@ import stylepress.prepost
 from stylepress import selection
 from stylepress.config import Config
 from stylepress.errors import StylepressError
-from stylepress.export import float_precision
 from stylepress.layout import RunLayout
 from stylepress.models.spec import read_spec
 
@@ -77,6 +76,8 @@ def write_repository(cfg: Config, run_dir: str | Path, out: str | Path | None = 
     gen = _generator_config(cfg, f"{name}_generator", multi, max_batch, precision, served["provider"])
     # As the export checked it and the bench timed it; only the CPU runtime's generator passes the hint
     # (the export resolves f32 for other targets, and the build reruns it when the target changes).
+    from stylepress.export import float_precision  # here: `import stylepress.serving` (the Client) stays light
+
     fp = float_precision(layout, model, served["provider"]) if sc.target == "cpu" else "f32"
 
     post = _config(f"{name}_postprocess", max_batch, backend="python", instances=post_n)

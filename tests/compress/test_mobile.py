@@ -148,3 +148,10 @@ def test_the_levers_suite_times_the_student_on_every_runtime_against_the_teacher
     assert student["vs_own_fp32_default"] == rows["student", "fp32", "default"]["p50_ms"] / student["p50_ms"]
     assert rows["teacher", "fp32", "default"]["psnr_sketch"] > 99  # the reference itself
     assert 0 < student["ssim_oil"] < 1 and "| student | mobile |" in (run_dir / "report" / "levers.md").read_text()
+
+
+def test_resuming_a_mobile_student_as_a_pruned_one_is_a_one_line_error(mobile_run):
+    config, run_dir = mobile_run
+    result = run_cli("compress", config, "--out", run_dir, "--resume", "--set", 'compress.student="pruned"')
+    assert result.returncode == 2 and "holds a mobile student" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

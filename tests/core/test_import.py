@@ -69,8 +69,8 @@ def imported(tmp_path_factory):
         assert result.returncode == 0, result.stderr
         config = root / f"{name}.toml"
         config.write_text(f'name = "{name}"\n[data]\nphotos = "{photos}"\n[export]\nprecisions = ["fp32"]\n'
-                          'parity_tolerance = 1e-3\n[serving]\nmodel = "teacher"\nprecision = "fp32"\n'
-                          'max_batch_size = 2\n')
+                          'cpu_float_precision = "f32"\nparity_tolerance = 1e-3\n'  # Triton must equal f32 ORT
+                          '[serving]\nmodel = "teacher"\nprecision = "fp32"\nmax_batch_size = 2\n')
         cfg = load_config(config)
         export.run(cfg, root / name, show_progress=False)
         repo = write_repo(cfg, root / name)

@@ -86,6 +86,15 @@ def test_a_precision_that_missed_its_export_target_is_left_out(layout):
     assert _why(result)["student-int8-openvino"] == "int8 missed its export target: PSNR 20 dB short of 35"
 
 
+def test_a_missed_bf16_check_leaves_out_fp32_on_openvino_only(layout):
+    rows = [*ROWS, _row("teacher-fp32-openvino", 60.0, 65.0, 1.0)]
+    quant = {"teacher": {"fp32": {"met": False, "reason": "bf16 output is 30.0 dB from fp32"},
+                         "int8": {"met": False, "reason": "short"}}}
+    why = _why(_decide(layout, rows=rows, quant=quant))
+    assert why["teacher-fp32-openvino"] == "fp32 missed its export target: bf16 output is 30.0 dB from fp32"
+    assert "missed" not in why["teacher-fp32-default"]  # f32 there: the check does not apply
+
+
 def test_quality_objective_takes_the_best_within_the_latency_gate(layout):
     result = _decide(layout, bench={"objective": "quality"}, gates={"max_p95_ms": 60.0})
     assert result["served"]["name"] == "teacher-int8-openvino"
