@@ -11,9 +11,11 @@ import optuna
 import pytest
 from conftest import run_cli, tiny_run, write_config
 
+from compress import PRUNE_FILE
 from stylepress import tune
 from stylepress.config import load_config
 from stylepress.errors import StylepressError
+from stylepress.layout import RunLayout
 
 TUNE = """
 [tune]
@@ -162,20 +164,26 @@ batch_size = 2
 [train]
 crop = 32
 [tune]
-trials = 3
+trials = 4
 steps = 10
 val_every = 5
 startup_trials = 1
 sampler = "random"
 [tune.space.compress]
-round_to = {choices = [2, 4]}
+student = {choices = ["pruned", "mobile"]}
+round_to = {choices = [4, 8]}
 lr = {low = 1e-4, high = 2e-3, log = true}
 [serving]"""))
     result = run_cli("tune", config, "--stage", "compress", "--out", run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     out = run_dir / "tune"
     study = json.loads((out / "study.json").read_text())
-    assert len(study["trials"]) == 3 and all(t["macs"] for t in study["trials"])
-    assert {t["params"]["round_to"] for t in study["trials"]} <= {2, 4}
+    assert len(study["trials"]) == 4 and all(t["macs"] for t in study["trials"])
+    assert {t["params"]["round_to"] for t in study["trials"]} <= {4, 8}
+    kinds = {t["number"]: t["params"]["student"] for t in study["trials"]}
+    assert set(kinds.values()) == {"pruned", "mobile"}  # the student's kind is searchable like any key
+    for number, kind in kinds.items():
+        prune_json = RunLayout(out / "trials" / f"{number:04d}").student / PRUNE_FILE
+        assert json.loads(prune_json.read_text())["student"] == kind
     assert load_config(out / "best.toml").compress.round_to == study["best"]["params"]["round_to"]
     assert (out / "front.png").stat().st_size > 0 and "front.png" in (out / "report.md").read_text()
