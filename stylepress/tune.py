@@ -115,6 +115,11 @@ def _trial_config(cfg: Config, stage: str, params: dict, number: int) -> Config:
     return trial_cfg.model_copy(update={"seed": cfg.seed + number})  # its own seed: a fresh model
 
 
+def trial_path(tune_dir: Path, number: int) -> Path:
+    """Where trial `number` trains: its own run directory under tune/trials."""
+    return tune_dir / "trials" / f"{number:04d}"
+
+
 def _counts(t: optuna.trial.FrozenTrial) -> bool:
     """A trial that counts toward --trials: finished, failed on its own (not killed), or in flight."""
     return t.state in COUNTED or t.state in RUNNING or (
@@ -176,7 +181,7 @@ class Tuner:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = {name: suggest(trial, name, rng) for name, rng in self.space.items()}
         cfg = _trial_config(self.cfg, self.stage, params, trial.number)
-        trial_dir = self.layout.tune / "trials" / f"{trial.number:04d}"
+        trial_dir = trial_path(self.layout.tune, trial.number)
         styles = list(_style_names(cfg))
         curve = []
 

@@ -70,7 +70,7 @@ def test_a_sigkilled_tune_resumes_to_the_requested_count_and_retries_the_running
     proc = subprocess.Popen([sys.executable, "-m", "stylepress", "tune", str(cfg_path), "--out", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not list((run_dir / "tune" / "trials").glob("0001/teacher/log.jsonl")):
+    while time.time() < deadline and not (tune.trial_path(run_dir / "tune", 1) / "teacher" / "log.jsonl").exists():
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
@@ -171,7 +171,7 @@ startup_trials = 1
 sampler = "random"
 [tune.space.compress]
 student = {choices = ["pruned", "mobile"]}
-round_to = {choices = [4, 8]}
+round_to = {choices = [2, 4]}
 lr = {low = 1e-4, high = 2e-3, log = true}
 [serving]"""))
     result = run_cli("tune", config, "--stage", "compress", "--out", run_dir)
@@ -179,11 +179,11 @@ lr = {low = 1e-4, high = 2e-3, log = true}
     out = run_dir / "tune"
     study = json.loads((out / "study.json").read_text())
     assert len(study["trials"]) == 4 and all(t["macs"] for t in study["trials"])
-    assert {t["params"]["round_to"] for t in study["trials"]} <= {4, 8}
+    assert {t["params"]["round_to"] for t in study["trials"]} <= {2, 4}
     kinds = {t["number"]: t["params"]["student"] for t in study["trials"]}
     assert set(kinds.values()) == {"pruned", "mobile"}  # the student's kind is searchable like any key
     for number, kind in kinds.items():
-        prune_json = RunLayout(out / "trials" / f"{number:04d}").student / PRUNE_FILE
+        prune_json = RunLayout(tune.trial_path(out, number)).student / PRUNE_FILE
         assert json.loads(prune_json.read_text())["student"] == kind
     assert load_config(out / "best.toml").compress.round_to == study["best"]["params"]["round_to"]
     assert (out / "front.png").stat().st_size > 0 and "front.png" in (out / "report.md").read_text()
