@@ -215,6 +215,7 @@ def tune(config: ConfigArg, out: OutOpt = None,
          workers: Annotated[int, typer.Option(min=1, help="Processes on this machine sharing the study.")] = 1,
          teacher: Annotated[Path | None, typer.Option(
              help="--stage compress: the teacher/ folder to compress (default <run>/teacher).")] = None,
+         pretrained: PretrainedOpt = None,
          worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
          set_: SetOpt = None,
          trust_code: TrustOpt = False):
@@ -224,7 +225,8 @@ def tune(config: ConfigArg, out: OutOpt = None,
     from stylepress import tune as tune_stage
 
     result = tune_stage.run(cfg, stage, _run_dir(cfg, out), trials,
-                            storage or os.environ.get("STYLEPRESS_TUNE_STORAGE"), workers, teacher,
+                            storage or os.environ.get("STYLEPRESS_TUNE_STORAGE"), workers,
+                            _checkpoint(teacher, pretrained, "--teacher"),
                             worker_index=worker_index)
     if result is None:
         return

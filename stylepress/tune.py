@@ -166,7 +166,7 @@ class Tuner:
         self.teacher_dir = teacher_dir or self.layout.teacher
         if stage == "compress" and not (self.teacher_dir / WEIGHTS_FILE).is_file():
             raise StylepressError(f"tune --stage compress needs a teacher: {self.teacher_dir} has none "
-                                  "(train one, or pass --teacher DIR)")
+                                  "(train one, or pass --teacher DIR or --pretrained NAME)")
         if stage == "train" and not any(s in BUILTIN_STYLES for s in cfg.data.styles):
             raise StylepressError("tune --stage train scores val PSNR against a built-in (paired) style: "
                                   "data.styles has none")

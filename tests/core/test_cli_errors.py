@@ -110,6 +110,10 @@ def test_tune_mistakes(tmp_path, demo_photos):
         tune.run(cfg, "export", tmp_path / "run")
     with pytest.raises(StylepressError, match="needs a teacher"):
         tune.run(cfg, "compress", tmp_path / "run")
+    compress = ("tune", path, "--stage", "compress", "--out", tmp_path / "run")
+    assert_one_line_error(run_cli(*compress, "--pretrained", "nope"), "no pretrained model 'nope'")
+    assert_one_line_error(run_cli(*compress, "--pretrained", "portraits", "--teacher", tmp_path),
+                          "give --teacher or --pretrained, not both")
 
 
 def test_help_shows_config_section_names():
