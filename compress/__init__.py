@@ -101,8 +101,8 @@ def _one(cfg: Config, teacher_dir: Path, teacher, spec: ArchSpec, teacher_count:
         prune_report = {"student": cc.student, "resolution": cfg.serving_resolution, "teacher_macs": teacher_macs,
                         "student_macs": pruned.macs, "teacher_params": teacher_params,
                         "student_params": pruned.params, "macs_reduction": teacher_macs / pruned.macs,
-                        "target_macs": target_macs, "round_to": cc.round_to, "teacher_widths": _widths(teacher, spec),
-                        "student_widths": _widths(student, student_spec),
+                        "target_macs": target_macs, "round_to": pruned.round_to,
+                        "teacher_widths": _widths(teacher, spec), "student_widths": _widths(student, student_spec),
                         **({"ratio": pruned.ratio, "importance": cc.importance} if taken is None else
                            {"tensors_from_teacher": taken})}
         out.mkdir(parents=True, exist_ok=True)

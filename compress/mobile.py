@@ -33,7 +33,7 @@ def mobile_student(teacher: nn.Module, spec: ArchSpec, target_macs: float, resol
         macs, params = count(model, candidate, resolution)
         if macs > target_macs * (1 + MACS_TOLERANCE):
             break
-        best = Pruned(model, candidate, 0.0, macs, params)
+        best = Pruned(model, candidate, 0.0, macs, params, round_to)
     if best is None:
         raise StylepressError(f"no mobile student fits {target_macs:.3g} MACs: the narrowest (ngf {step}) needs "
                               f"{macs:.3g}; raise compress.target_macs")

@@ -68,6 +68,7 @@ class Pruned:
     ratio: float
     macs: int
     params: int
+    round_to: int  # the channel multiple used: prune_to_macs may halve the one asked for
 
 
 def count(model: nn.Module, spec: ArchSpec, resolution: int) -> tuple[int, int]:
@@ -121,7 +122,7 @@ def prune(model: nn.Module, spec: ArchSpec, ratio: float, importance: str = "l1"
                 else spec.model_copy(update={"channels": layer_channels(model)}))  # imported: every layer's width
     check_pruned(model, new_spec)
     macs, params = count(model, new_spec, resolution)
-    return Pruned(model, new_spec, ratio, macs, params)
+    return Pruned(model, new_spec, ratio, macs, params, round_to)
 
 
 def inner_convs(model: nn.Module) -> list[str]:

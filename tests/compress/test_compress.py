@@ -298,7 +298,7 @@ def test_published_families_meet_a_macs_target(arch, options, factor, round_to, 
     assert abs(pruned.macs - base / factor) <= 0.03 * base / factor
     widths = [c["out_channels"] for c in pruned.spec.channels.values() if "out_channels" in c]
     assert all(w % round_to == 0 or w == 3 for w in widths) and any(w % 8 for w in widths if w != 3) == (round_to < 8)
-    assert ("used round_to 4" in caplog.text) == (round_to == 4)
+    assert ("used round_to 4" in caplog.text) == (round_to == 4) and pruned.round_to == round_to
 
 
 def test_an_imported_family_compresses_with_output_distillation(tmp_path):
