@@ -73,6 +73,9 @@ checkpoint_every = 10
 crop = 32
 [export]
 precisions = ["fp32", "int8"]
+# This student's float32 error at 384² varied from 1.3e-5 to 1.2e-4 between runs (its 30 CPU distillation
+# steps are not bit-reproducible): accumulation order, as configs/portraits.toml says. A wrong graph is off by far more.
+parity_tolerance = 1e-3
 [export.int8]
 max_fallback = 0
 min_psnr_db = 0.0
