@@ -111,9 +111,9 @@ def run(cfg: Config, run_dirs: list[Path], repeats: int | None = None, threads: 
 def markdown(report: dict) -> str:
     lines = [f"{report['what']}; {report['machine']['cpu']}, onnxruntime {report['versions']['onnxruntime']}, "
              f"torch {report['versions']['torch']}, {report['date'][:10]}", "",
-             "| model | student | GMACs | params | precision | runtime | p50 ms | p95 ms | × teacher eager | "
+             "| run | model | student | GMACs | params | precision | runtime | p50 ms | p95 ms | × teacher eager | "
              "× own fp32 default | " + " | ".join(f"{s} PSNR / SSIM" for s in report["styles"]) + " |",
-             "|---|---|---:|---:|---|---|---:|---:|---:|---:|" + "---:|" * len(report["styles"])]
+             "|---|---|---|---:|---:|---|---|---:|---:|---:|---:|" + "---:|" * len(report["styles"])]
     for r in report["variants"]:
         quality = []
         for s in report["styles"]:
@@ -121,7 +121,7 @@ def markdown(report: dict) -> str:
             quality.append(("exact" if not np.isfinite(psnr) or psnr > 99 else f"{psnr:.2f} dB")
                            + f" / {r[f'ssim_{s}']:.3f}")
         own = f"{r['vs_own_fp32_default']:.2f}" if r["vs_own_fp32_default"] else ""
-        lines.append(f"| {r['model']} | {r['student']} | {r['macs'] / 1e9:.2f} | {r['params'] / 1e6:.2f} M | "
-                     f"{r['precision']} | {r['runtime']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                     f"{r['vs_teacher_eager']:.1f} | {own} | " + " | ".join(quality) + " |")
+        lines.append(f"| {Path(r['run']).name} | {r['model']} | {r['student']} | {r['macs'] / 1e9:.2f} | "
+                     f"{r['params'] / 1e6:.2f} M | {r['precision']} | {r['runtime']} | {r['p50_ms']:.1f} | "
+                     f"{r['p95_ms']:.1f} | {r['vs_teacher_eager']:.1f} | {own} | " + " | ".join(quality) + " |")
     return "\n".join(lines) + "\n"
