@@ -13,7 +13,8 @@ from stylepress.models import ArchSpec, build_generator
 
 from .pruning import MACS_TOLERANCE, Pruned, check_pruned, count
 
-KWARGS = ("n_blocks", "norm", "num_styles", "residual", "colour_skip")  # taken from the teacher as they are
+# taken from the teacher as they are
+KWARGS = ("n_blocks", "norm", "num_styles", "residual", "colour_skip", "detail_skip")
 
 
 def mobile_student(teacher: nn.Module, spec: ArchSpec, target_macs: float, resolution: int,

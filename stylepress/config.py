@@ -95,6 +95,9 @@ class ModelConfig(_Section):
     # With residual: the photo passes through a per-style scale and shift of its luma and chroma
     # (models.layers.ColourSkip), so a style can drop or change the photo's colours (a grey sketch).
     colour_skip: Bool = False
+    # With colour_skip: the skip also splits the photo into a blur and its fine detail, each scaled
+    # per style, so a style can drop the photo's texture (oil's smooth paint; ColourSkip's `detail`).
+    detail_skip: Bool = False
     # PatchGAN discriminator
     ndf: Int = Field(64, ge=1, le=1024)
     d_layers: Int = Field(3, ge=1, le=6)
@@ -120,6 +123,8 @@ class ModelConfig(_Section):
                 raise ValueError(f"pretrained {self.pretrained!r} is a student: the run's teacher must be a teacher")
         if self.colour_skip and not self.residual:
             raise ValueError("model.colour_skip shapes the residual's skip path: it needs model.residual = true")
+        if self.detail_skip and not self.colour_skip:
+            raise ValueError("model.detail_skip splits the colour skip's photo: it needs model.colour_skip = true")
         return self
 
 

@@ -1,6 +1,6 @@
 """Built-in photographic styles: OpenCV filters turn each photo into its own paired target
-(colour-dodge pencil, mean-shift washes, xphoto's oil painting, Gastal & Oliveira's
-edge-preserving filter for the cartoon's flat colours).
+(colour-dodge pencil, mean-shift washes, and Gastal & Oliveira's edge-preserving filter for the
+oil's smooth paint and the cartoon's flat colours).
 
 Filter sizes are tuned for a 256 px portrait and scaled with the image, so a style looks the
 same at every training resolution.
@@ -42,11 +42,19 @@ def _watercolor(bgr: np.ndarray, k: float) -> np.ndarray:
 
 
 def _oil(bgr: np.ndarray, k: float) -> np.ndarray:
-    # dynRatio 16 takes the mode over 16 intensity bins rather than 256: flat, stable paint
-    # patches. With dynRatio 1 the mode flips under ±2 grey levels of noise (the filter agrees
-    # with itself at ~27 dB PSNR on the val portraits, 35 dB with 16 bins): its patch
-    # boundaries are close to unpredictable, and a generator learns little more than a blur.
-    return cv2.xphoto.oilPainting(bgr, max(2, round(6 * k)), 16)
+    # Flat, saturated paint with impasto: Gastal & Oliveira's recursive edge-preserving filter lays
+    # skin and sky in smooth fields of colour, saturation x1.5, and the paint's luma, blurred, is lit
+    # from the upper left as a height map, so strokes stand out along edges. Every step is a smooth
+    # function of the photo, so a generator can learn it: xphoto's oilPainting (the oil until
+    # 2026-12-03) is a mode filter whose patch borders flip under noise, and generators trained on
+    # it learned little more than a blur (docs/results.md, "The oil style").
+    paint = cv2.edgePreservingFilter(bgr, flags=cv2.RECURS_FILTER, sigma_s=min(200.0, 40 * k), sigma_r=0.4)
+    hsv = cv2.cvtColor(paint, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 1] = np.minimum(hsv[..., 1] * 1.5, 255)
+    paint = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    height = cv2.GaussianBlur(cv2.cvtColor(paint, cv2.COLOR_BGR2GRAY) / 255, (0, 0), 1.2 * k)
+    slope = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3) + cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3)
+    return np.clip(paint * (1 - 2 * k * slope)[..., None], 0, 255).astype(np.uint8)
 
 
 def _cartoon(bgr: np.ndarray, k: float) -> np.ndarray:

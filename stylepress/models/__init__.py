@@ -84,7 +84,7 @@ def generator_spec(model_cfg, styles: list[str]) -> ArchSpec:
     return ArchSpec(arch=model_cfg.arch, styles=tuple(styles), size_multiple=ResnetGenerator.size_multiple,
                     kwargs={"ngf": model_cfg.ngf, "n_blocks": model_cfg.n_blocks, "norm": model_cfg.norm,
                             "num_styles": len(styles), "residual": model_cfg.residual,
-                            "colour_skip": model_cfg.colour_skip})
+                            "colour_skip": model_cfg.colour_skip, "detail_skip": model_cfg.detail_skip})
 
 
 def build_discriminator(model_cfg, num_styles: int) -> nn.Module:

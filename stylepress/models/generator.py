@@ -49,9 +49,11 @@ class ResnetGenerator(nn.Module):
     size_multiple = 4  # two stride-2 stages
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", num_styles: int = 1,
-                 residual: bool = False, colour_skip: bool = False, widths: dict | None = None):
+                 residual: bool = False, colour_skip: bool = False, detail_skip: bool = False,
+                 widths: dict | None = None):
         """`widths` (from `layer_widths` of a pruned model) overrides the widths `ngf` implies;
-        `colour_skip` (with `residual`): the photo reaches the output through a ColourSkip."""
+        `colour_skip` (with `residual`): the photo reaches the output through a ColourSkip, with
+        `detail_skip` one that can drop the photo's fine detail."""
         super().__init__()
         self.num_styles, self.residual = num_styles, residual
         w = widths or {"stem": ngf, "down": [ngf * 2, ngf * 4], "inner": [ngf * 4] * n_blocks,
@@ -69,7 +71,7 @@ class ResnetGenerator(nn.Module):
             ConvNormReLU(w["up"][0], w["up"][1], 3, stride=2, transpose=True, **kw),
         ])
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w["up"][1], 3, 7), nn.Tanh())
-        self.skip = ColourSkip(num_styles) if residual and colour_skip else None
+        self.skip = ColourSkip(num_styles, detail_skip) if residual and colour_skip else None
 
     def layer_widths(self) -> dict:
         """The output width of every prunable layer, enough to rebuild this (pruned) generator."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -66,13 +67,26 @@ class ColourSkip(StyleNorm):
     # steps are about lr in size (400 fine-tuning steps at lr 1e-3 moved it only to 0.89).
     lr_mul = 25.0
 
-    def __init__(self, num_styles: int = 1):
-        super().__init__(3, "none", num_styles, tables=True)
+    def __init__(self, num_styles: int = 1, detail: bool = False):
+        """`detail`: the photo is split into a blur and its fine detail, each with its own rows, so a
+        style can drop the photo's texture (oil's smooth paint). Without it the generator would have
+        to rebuild every wrinkle at full resolution to cancel it, and smoothing styles stayed photos."""
+        super().__init__(6 if detail else 3, "none", num_styles, tables=True)
+        self.detail = detail
         self.register_buffer("to_yiq", YIQ[:, :, None, None].clone(), persistent=False)
         self.register_buffer("from_yiq", YIQ_INV[:, :, None, None].clone(), persistent=False)
 
     def forward(self, image: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
-        return _mix(super().forward(_mix(image, self.to_yiq), style), self.from_yiq)
+        yiq = _mix(image, self.to_yiq)
+        if not self.detail:
+            return _mix(super().forward(yiq, style), self.from_yiq)
+        base = _box_blur(_box_blur(yiq))  # about a Gaussian of sigma 2 px; pooling, so INT8 leaves it in float
+        rows = super().forward(torch.cat([base, yiq - base], 1), style)
+        return _mix(rows[:, :3] + rows[:, 3:], self.from_yiq)
+
+
+def _box_blur(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
 
 
 def _mix(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:

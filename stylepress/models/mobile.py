@@ -61,7 +61,7 @@ class MobileResnetGenerator(nn.Module):
     size_multiple = 4  # two stride-2 stages
 
     def __init__(self, ngf: int = 32, n_blocks: int = 6, norm: str = "instance", num_styles: int = 1,
-                 residual: bool = False, colour_skip: bool = False):
+                 residual: bool = False, colour_skip: bool = False, detail_skip: bool = False):
         super().__init__()
         self.num_styles, self.residual = num_styles, residual
         kw = dict(norm=norm, num_styles=num_styles)
@@ -71,7 +71,7 @@ class MobileResnetGenerator(nn.Module):
         self.blocks = nn.ModuleList([MobileResnetBlock(ngf * 4, **kw) for _ in range(n_blocks)])
         self.up = nn.ModuleList([ResizeConv(ngf * 4, ngf * 2, **kw), ResizeConv(ngf * 2, ngf, **kw)])
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh())
-        self.skip = ColourSkip(num_styles) if residual and colour_skip else None
+        self.skip = ColourSkip(num_styles, detail_skip) if residual and colour_skip else None
 
     def forward(self, image: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         x = self.stem(image, style)

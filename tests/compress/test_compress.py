@@ -83,12 +83,13 @@ def test_output_conv_and_trunk_stay_consistent():
     assert all(b.conv2.out_channels == w["down"][1] for b in pruned.model.blocks)  # coupled residual trunk
 
 
-def test_the_colour_skip_is_kept_whole_by_pruning(tmp_path):
-    spec = SMALL.with_kwargs(residual=True, colour_skip=True)
+@pytest.mark.parametrize("detail", [False, True])
+def test_the_colour_skip_is_kept_whole_by_pruning(tmp_path, detail):
+    spec = SMALL.with_kwargs(residual=True, colour_skip=True, detail_skip=detail)
     model = _model(spec)
     rows = model.skip.weight.detach().clone(), model.skip.bias.detach().clone()
     pruned = prune(model, spec, 0.5, round_to=1, resolution=64)
-    assert pruned.spec.kwargs["colour_skip"] and pruned.model.skip.channels == 3
+    assert pruned.spec.kwargs["colour_skip"] and pruned.model.skip.channels == (6 if detail else 3)
     assert torch.equal(pruned.model.skip.weight, rows[0]) and torch.equal(pruned.model.skip.bias, rows[1])
     save_generator(pruned.model, pruned.spec, tmp_path / "student")
     loaded, _ = load_generator(tmp_path / "student")

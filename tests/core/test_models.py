@@ -123,6 +123,31 @@ def test_colour_skip_starts_as_the_photo_and_can_drop_its_colour():
     assert torch.allclose(grey[1], x[1], atol=1e-5)  # style 1 untouched
 
 
+def test_detail_skip_starts_as_the_photo_and_can_drop_its_fine_detail():
+    """With detail rows the skip passes a blur and the photo's detail separately: a style whose detail
+    rows are 0 gets a smooth photo (oil's paint), which a plain colour skip cannot give."""
+    torch.manual_seed(0)
+    skip = ResnetGenerator(ngf=8, n_blocks=1, num_styles=2, residual=True, colour_skip=True, detail_skip=True).skip
+    x, style = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([0, 1])
+    assert skip.weight.shape == (2, 6) and torch.allclose(skip(x, style), x, atol=1e-5)
+    with torch.no_grad():
+        skip.weight[0, 3:] = 0  # style 0: no fine detail
+    out = skip(x, style)
+    roughness = [(img[:, 1:] - img[:, :-1]).abs().mean().item() for img in (x[0], out[0])]
+    assert roughness[1] < roughness[0] / 3  # the noise is smoothed away
+    assert (out[0].mean((1, 2)) - x[0].mean((1, 2))).abs().max() < 0.02  # the colours stay
+    assert torch.allclose(out[1], x[1], atol=1e-5)  # style 1 untouched
+
+
+def test_detail_skip_needs_the_colour_skip():
+    from pydantic import ValidationError
+
+    from stylepress.config import ModelConfig
+
+    with pytest.raises(ValidationError, match="needs model.colour_skip"):
+        ModelConfig(residual=True, detail_skip=True)
+
+
 def test_colour_skip_rows_grow_with_added_styles_and_survive_a_save(tmp_path):
     from stylepress.models.styled import add_styles
 

@@ -198,9 +198,11 @@ def test_a_fixed_shape_openvino_session_matches_the_dynamic_one(exported):
     assert a.shape == b.shape == (2, 3, 64, 64) and np.abs(a - b).max() < 1e-3
 
 
-def test_a_colour_skip_generator_exports_and_quantizes_by_the_rules(tmp_path):
-    """The residual generator's ColourSkip (per-style luma/chroma rows) exports with parity, and INT8
-    quantizes only its convolutions: the photo's own path stays in float, and the rule scan is clean."""
+@pytest.mark.parametrize("detail", [False, True])
+def test_a_colour_skip_generator_exports_and_quantizes_by_the_rules(tmp_path, detail):
+    """The residual generator's ColourSkip (per-style luma/chroma rows, with `detail` also blur/detail
+    rows) exports with parity, and INT8 quantizes only its convolutions: the photo's own path, the
+    blur included, stays in float, and the rule scan is clean."""
     import torch
 
     from stylepress.export.onnx_export import export_onnx
@@ -208,11 +210,13 @@ def test_a_colour_skip_generator_exports_and_quantizes_by_the_rules(tmp_path):
     from stylepress.models import ArchSpec, build_generator
 
     spec = ArchSpec(arch="resnet", styles=("sketch", "oil"), size_multiple=4,
-                    kwargs={"ngf": 8, "n_blocks": 1, "num_styles": 2, "residual": True, "colour_skip": True})
+                    kwargs={"ngf": 8, "n_blocks": 1, "num_styles": 2, "residual": True, "colour_skip": True,
+                            "detail_skip": detail})
     torch.manual_seed(0)
     model = build_generator(spec).eval()
     with torch.no_grad():
-        model.skip.weight[0, 1:] = 0  # a grey sketch
+        model.skip.weight[0, 1:3] = 0  # a grey sketch
+        model.skip.weight[1, 3:] = 0.2  # (detail) an oil's smoothed photo
         model.skip.bias[1].uniform_(-0.1, 0.1)
     fp32, int8 = tmp_path / "g.onnx", tmp_path / "g.int8.onnx"
     export_onnx(model, spec, fp32, 18)
@@ -226,3 +230,8 @@ def test_a_colour_skip_generator_exports_and_quantizes_by_the_rules(tmp_path):
     assert check_trt(int8) == []
     readers = {n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input}
     assert readers == {"Pad", "Unsqueeze"}  # the stem's reflection pad (quantized after it), the skip's float Mul
+    graph = onnx.load(str(int8)).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    pools = [n for n in graph.node if n.op_type == "AveragePool"]
+    assert len(pools) == (2 if detail else 0)
+    assert all(made_by.get(n.input[0]) != "DequantizeLinear" for n in pools)  # the blur reads float
