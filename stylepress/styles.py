@@ -16,6 +16,13 @@ def _odd(x: float, low: int = 3) -> int:
     return max(low, int(round(x)) | 1)
 
 
+def _saturate(bgr: np.ndarray, factor: float) -> np.ndarray:
+    """BGR uint8 with HSV saturation times `factor` (capped), as float32."""
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 1] = np.minimum(hsv[..., 1] * factor, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+
+
 def _sketch(bgr: np.ndarray, k: float) -> np.ndarray:
     # Colour-dodge pencil sketch: the grey image divided by a blur of its negative is near
     # white where the picture is flat and dark only along edges and shadows, i.e. pencil on
@@ -32,9 +39,7 @@ def _watercolor(bgr: np.ndarray, k: float) -> np.ndarray:
     # meet, and the whole laid translucently on white paper. (OpenCV's stylization draws black
     # ink outlines: it reads as a comic, not a watercolour.)
     wash = cv2.GaussianBlur(cv2.pyrMeanShiftFiltering(bgr, 5 * k, 30), (0, 0), 0.5 * k)
-    hsv = cv2.cvtColor(wash, cv2.COLOR_BGR2HSV).astype(np.float32)
-    hsv[..., 1] = np.minimum(hsv[..., 1] * 1.4, 255)
-    wash = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    wash = _saturate(wash, 1.4)
     gray = cv2.cvtColor(wash.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float32)
     rim = np.clip(np.abs(gray - cv2.GaussianBlur(gray, (0, 0), 1.5 * k)) / 30, 0, 1)
     paint = wash * (1 - 0.7 * rim)[..., None]
@@ -49,9 +54,7 @@ def _oil(bgr: np.ndarray, k: float) -> np.ndarray:
     # 2026-12-03) is a mode filter whose patch borders flip under noise, and generators trained on
     # it learned little more than a blur (docs/results.md, "The oil style").
     paint = cv2.edgePreservingFilter(bgr, flags=cv2.RECURS_FILTER, sigma_s=min(200.0, 40 * k), sigma_r=0.4)
-    hsv = cv2.cvtColor(paint, cv2.COLOR_BGR2HSV).astype(np.float32)
-    hsv[..., 1] = np.minimum(hsv[..., 1] * 1.5, 255)
-    paint = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    paint = _saturate(paint, 1.5)
     height = cv2.GaussianBlur(cv2.cvtColor(paint, cv2.COLOR_BGR2GRAY) / 255, (0, 0), 1.2 * k)
     slope = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3) + cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3)
     return np.clip(paint * (1 - 2 * k * slope)[..., None], 0, 255).astype(np.uint8)

@@ -228,9 +228,9 @@ def test_a_colour_skip_generator_exports_and_quantizes_by_the_rules(tmp_path, de
         assert np.abs(sess.run(None, feeds_for(sess, images, style))[0] - expected).max() < 1e-4
     quantize_int8(fp32, int8, images, n_styles=2)
     assert check_trt(int8) == []
-    readers = {n.op_type for n in onnx.load(str(int8)).graph.node if "image" in n.input}
-    assert readers == {"Pad", "Unsqueeze"}  # the stem's reflection pad (quantized after it), the skip's float Mul
     graph = onnx.load(str(int8)).graph
+    readers = {n.op_type for n in graph.node if "image" in n.input}
+    assert readers == {"Pad", "Unsqueeze"}  # the stem's reflection pad (quantized after it), the skip's float Mul
     made_by = {out: n.op_type for n in graph.node for out in n.output}
     pools = [n for n in graph.node if n.op_type == "AveragePool"]
     assert len(pools) == (2 if detail else 0)
